@@ -1,0 +1,3 @@
+"""ferjax: facial expression recognition in JAX/Flax NNX."""
+
+__version__ = "0.1.0"

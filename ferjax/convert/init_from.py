@@ -1,0 +1,88 @@
+"""`config.init_from`: starting a model from converted or PyTorch weights.
+
+A converted ResNet (torchvision ImageNet, MS-Celeb-1M) loads into the one
+`ResNet` inside any ferjax model (the model itself, `model.backbone`, ...); a
+converted LSTPNet into the one `LSTPNet`.
+"""
+
+from collections.abc import Mapping
+import os
+
+import numpy as np
+from flax import nnx
+
+from ferjax.convert import saved, torch_lstpnet, torch_resnet
+from ferjax.convert.state import Converted, LoadReport, Path, load_converted
+from ferjax.convert.torch_file import read_state_dict
+from ferjax.models.lstpnet import LSTPNet
+from ferjax.models.resnet import ResNet
+
+FAMILY_MODULES: dict[str, type[nnx.Module]] = {
+    torch_resnet.FAMILY: ResNet, torch_lstpnet.FAMILY: LSTPNet}
+
+
+def torch_family(state_dict: Mapping[str, np.ndarray]) -> str:
+  """'lstpnet' for the official LSTPNet key layout, else 'resnet' (torchvision)."""
+  if any(key.startswith(torch_lstpnet.KEY_PREFIXES) for key in state_dict):
+    return torch_lstpnet.FAMILY
+  return torch_resnet.FAMILY
+
+
+def convert_torch(state_dict: Mapping[str, np.ndarray], *, source: str,
+                  class_order: str | None) -> Converted:
+  """Converts a PyTorch state dict of either family (see `torch_family`)."""
+  if torch_family(state_dict) == torch_resnet.FAMILY:
+    return torch_resnet.convert(state_dict)
+  if class_order is None:
+    raise ValueError(f"{source}: the class order of an LSTPNet checkpoint is not in the file; "
+                     "convert it with `python -m ferjax.convert --arch=lstpnet "
+                     "--class_order=dfew|canonical` (dfew for the DFEW checkpoint, canonical "
+                     "for FERV39k/AFEW) and load the result")
+  return torch_lstpnet.convert(state_dict, class_order=class_order)
+
+
+def module_path(model: nnx.Module, family: str) -> Path:
+  """The path of the one module of `family`'s class inside `model` (() for model itself)."""
+  cls = FAMILY_MODULES[family]
+  found = [path for path, module in nnx.iter_modules(model) if isinstance(module, cls)]
+  if len(found) != 1:
+    where = "none" if not found else ", ".join("/".join(map(str, p)) or "." for p in found)
+    raise ValueError(f"{family} weights load into exactly one {cls.__name__} module; "
+                     f"{type(model).__name__} has {len(found)} ({where})")
+  return found[0]
+
+
+def load_init(model: nnx.Module, path: str, *, partial: bool,
+              class_order: str | None = None) -> LoadReport:
+  """Loads pretrained weights into `model` in place and returns the report.
+
+  `str(report)` is a table of the keys that did not load (see `LoadReport`).
+
+  Args:
+    model: a ferjax model holding concrete arrays (already sharded or not:
+      loaded arrays take each variable's sharding and dtype).
+    path: a directory written by `python -m ferjax.convert`, or a PyTorch
+      file (.pth/.pt: torchvision-layout ResNet or an official LSTPNet
+      checkpoint), which needs torch.
+    partial: False: every model variable must be filled from an array of its
+      shape and every array used (e.g. evaluating an official LSTPNet
+      checkpoint). True: load what matches, keep the rest at its initial
+      values and report it (backbone-only init: a 1000-class ImageNet head
+      next to a 7-class one is skipped).
+    class_order: "dfew" | "canonical", only for an LSTPNet PyTorch file.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    ImportError: `path` is a PyTorch file and torch is not installed.
+    ValueError: unreadable file, not a state dict, no place for the weights
+      in `model`, or (strict) any mismatch: a `state.LoadError` whose
+      `report` lists them.
+  """
+  if not path:
+    raise ValueError("init_from is empty: give a converted directory or a PyTorch file")
+  if os.path.isdir(path):
+    converted = saved.read_converted(path)
+  else:
+    converted = convert_torch(read_state_dict(path), source=path, class_order=class_order)
+  root = module_path(model, converted.family)
+  return load_converted(model, converted, root=root, source=path, partial=partial)

@@ -1,0 +1,116 @@
+"""Per-example decoding and augmentation on the host (NumPy + PIL).
+
+Runs inside Grain workers. Every random choice comes from a
+`np.random.Generator` seeded by (seed, epoch, example index), so the data a
+step sees does not depend on the number of processes, devices or workers.
+Images stay uint8 here; normalisation happens on the device in the train step.
+"""
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+
+def decode(encoded: bytes, key: str = "") -> Image.Image:
+  """JPEG/PNG bytes -> RGB PIL image (grayscale is replicated to 3 channels)."""
+  try:
+    image = Image.open(io.BytesIO(encoded))
+    return image.convert("RGB")
+  except Exception as e:  # PIL raises several types for corrupt data.
+    raise ValueError(f"cannot decode image of example {key!r}: {e}") from None
+
+
+def add_gaussian_noise(image: Image.Image, variance: float,
+                       rng: np.random.Generator) -> Image.Image:
+  """With p=0.5 adds N(0, variance) noise per pixel/channel, clipped and truncated to uint8."""
+  if variance <= 0 or rng.random() >= 0.5:
+    return image
+  pixels = np.asarray(image, np.float64)
+  noisy = pixels + rng.normal(0.0, math.sqrt(variance), pixels.shape)
+  return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
+                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """torchvision's RandomResizedCrop box (left, top, right, bottom); center crop fallback."""
+  area = width * height
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target_area = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    w = int(round(math.sqrt(target_area * aspect)))
+    h = int(round(math.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      left = int(rng.integers(0, width - w + 1))
+      top = int(rng.integers(0, height - h + 1))
+      return left, top, left + w, top + h
+  side = min(width, height)
+  left, top = (width - side) // 2, (height - side) // 2
+  return left, top, left + side, top + side
+
+
+class ImageTransform:
+  """Train or eval transform of one image or one clip (same parameters for all frames).
+
+  Train: [noise] -> resize to `resize_size` -> random crop `image_size`
+  (or random resized crop from the original) -> [horizontal flip].
+  Eval: resize to `resize_size` -> center crop `image_size`.
+  Output: uint8 `[image_size, image_size, 3]` (or `[T, ...]` for clips).
+  """
+
+  def __init__(self, *, train: bool, image_size: int, resize_size: int, train_crop: str,
+               hflip: bool, gaussian_noise_var: float):
+    if train_crop not in ("random_crop", "random_resized_crop", "none"):
+      raise ValueError(f"config.input.train_crop must be random_crop, random_resized_crop "
+                       f"or none, got {train_crop!r}")
+    if resize_size < image_size:
+      raise ValueError(f"config.input.resize_size ({resize_size}) must be >= "
+                       f"config.input.image_size ({image_size})")
+    self.train = train
+    self.image_size = image_size
+    self.resize_size = resize_size
+    self.train_crop = train_crop
+    self.hflip = hflip
+    self.noise_var = gaussian_noise_var
+
+  def _plan(self, width: int, height: int, rng: np.random.Generator | None) -> dict:
+    """Draws the random parameters once, so every frame of a clip shares them."""
+    size, resize = self.image_size, self.resize_size
+    offset = (resize - size) // 2
+    plan = {"box": None, "resize": resize, "crop": (offset, offset), "flip": False}
+    if not self.train:
+      return plan
+    if self.train_crop == "random_resized_crop":
+      plan.update(box=random_resized_crop_box(width, height, rng), resize=size, crop=(0, 0))
+    elif self.train_crop == "random_crop":
+      plan["crop"] = (int(rng.integers(0, resize - size + 1)),
+                      int(rng.integers(0, resize - size + 1)))
+    else:
+      plan.update(resize=size, crop=(0, 0))
+    plan["flip"] = self.hflip and bool(rng.random() < 0.5)
+    return plan
+
+  def _apply(self, image: Image.Image, plan: dict) -> np.ndarray:
+    if plan["box"] is not None:
+      image = image.crop(plan["box"])
+    if image.size != (plan["resize"], plan["resize"]):
+      image = image.resize((plan["resize"], plan["resize"]), Image.BILINEAR)
+    left, top = plan["crop"]
+    pixels = np.asarray(image, np.uint8)[top:top + self.image_size, left:left + self.image_size]
+    return pixels[:, ::-1] if plan["flip"] else pixels
+
+  def image(self, encoded: bytes, rng: np.random.Generator | None, key: str = "") -> np.ndarray:
+    """Encoded image -> uint8 `[S, S, 3]`."""
+    image = decode(encoded, key)
+    if self.train:
+      image = add_gaussian_noise(image, self.noise_var, rng)
+    return self._apply(image, self._plan(*image.size, rng))
+
+  def clip(self, encoded_frames: list[bytes], rng: np.random.Generator | None,
+           key: str = "") -> np.ndarray:
+    """Encoded frames -> uint8 `[T, S, S, 3]` with clip-consistent augmentation."""
+    frames = [decode(f, key) for f in encoded_frames]
+    plan = self._plan(*frames[0].size, rng)
+    return np.stack([self._apply(f, plan) for f in frames])

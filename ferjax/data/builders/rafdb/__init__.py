@@ -1,0 +1,3 @@
+"""RAF-DB builder (`rafdb`)."""
+
+from ferjax.data.builders.rafdb.rafdb import Rafdb, native_to_canonical

@@ -1,0 +1,3 @@
+"""SFEW 2.0 builder (`sfew`)."""
+
+from ferjax.data.builders.sfew.sfew import Sfew

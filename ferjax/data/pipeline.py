@@ -1,0 +1,234 @@
+"""Grain input pipelines over TFDS ArrayRecord data sources.
+
+One Grain element is one host-local batch: element k of the training stream is
+global batch k (epoch k // steps_per_epoch), built from a per-epoch permutation
+of the split seeded by (seed, epoch); each process loads only its rows of the
+global batch. This keeps epochs exact (every example once per epoch, as SLM's
+label table needs), makes the stream a pure function of the seed (identical on
+1 or 8 devices, 1 or 2 processes) and makes the Grain iterator state a single
+position that Orbax saves with the model. The last batch of an epoch is padded
+and masked (`mask` False on padded rows) unless `drop_remainder`.
+
+Host batches hold uint8 pixels (`image` `[b, S, S, 3]` or `frames`
+`[b, T, S, S, 3]`), `label` int32, `mask` bool, `index` int32 (the record's
+position in its split) and the metadata fields named in the config.
+"""
+
+import dataclasses
+import functools
+import math
+import os
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ferjax import errors
+from ferjax.data import augment, frame_sampling, labels
+
+SYNTHETIC_PREFIX = "synthetic_fer"
+
+
+def resolve_data_dir(data_dir: str) -> str:
+  """config.dataset.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+  return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(
+      "~/tensorflow_datasets")
+
+
+def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The prepared builder for `name`; the synthetic dataset is generated on first use.
+
+  Raises:
+    UserError: when a real dataset has not been prepared (with the command to do it).
+  """
+  import ferjax.data.builders  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
+  data_dir = resolve_data_dir(data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+    raise errors.UserError(f"config.dataset.name {name!r} is not a known dataset: "
+                           f"{str(e).splitlines()[0]}") from None
+  if builder.is_prepared():
+    return builder
+  if name.startswith(SYNTHETIC_PREFIX):
+    builder.download_and_prepare(file_format="array_record")
+    return builder
+  dataset, _, builder_config = name.split(":")[0].partition("/")
+  config_flag = f" --config={builder_config}" if builder_config else ""
+  raise errors.UserError(
+      f"dataset {name!r} is not prepared in {data_dir}. Prepare it once from your manual "
+      f"download with `python -m ferjax.data.prepare {dataset}{config_flag} --manual_dir=DIR "
+      f"--data_dir={data_dir}` (see docs/datasets.md), or train on the built-in synthetic "
+      "data with the config's :synthetic variant (--config=configs/NAME.py:synthetic)")
+
+
+@dataclasses.dataclass
+class SplitSource:
+  """Random access to the examples of one split that the config keeps.
+
+  `positions[j]` is the record position (the stable example index) of the j-th
+  kept example; filters: contempt dropped for 7-class configs, DFEW-style
+  `test_fold` selection, clips shorter than `min_frames` dropped.
+  """
+  source: object
+  positions: np.ndarray
+  class_names: tuple[str, ...]
+  num_records: int
+
+  def __len__(self) -> int:
+    return len(self.positions)
+
+  def record(self, j: int) -> tuple[int, dict]:
+    position = int(self.positions[j])
+    return position, self.source[position]
+
+
+def open_split(dataset_config: ml_collections.ConfigDict, split: str, *,
+               train: bool) -> SplitSource:
+  """Opens `split` of the configured dataset and applies the config's filters."""
+  builder = load_builder(dataset_config.name, dataset_config.data_dir)
+  if split not in builder.info.splits:
+    raise errors.UserError(f"dataset {dataset_config.name!r} has no split {split!r}; it has "
+                           f"{', '.join(sorted(builder.info.splits))}")
+  source = builder.as_data_source(split)
+  features = builder.info.features
+  label_feature = features[dataset_config.label_key]
+  stored_classes = tuple(getattr(label_feature, "names", ()) or ())
+  num_classes = dataset_config.num_classes
+  if stored_classes and len(stored_classes) < num_classes:
+    raise errors.UserError(f"config.dataset.num_classes={num_classes} but "
+                           f"{dataset_config.name} has {len(stored_classes)} classes")
+  class_names = (stored_classes[:num_classes] if stored_classes
+                 else labels.class_names(num_classes))
+  keep = _record_filter(dataset_config, features, train=train)
+  if keep is None:
+    positions = np.arange(len(source))
+  else:
+    positions = np.array([i for i in range(len(source)) if keep(source[i])], np.int64)
+  if not len(positions):
+    raise errors.UserError(f"no examples left in {dataset_config.name}:{split} after "
+                           "the config's filters (num_classes, fold, min_frames)")
+  return SplitSource(source, positions, class_names, len(source))
+
+
+def _record_filter(dataset_config, features, *, train: bool):
+  """A predicate over records, or None when the config keeps every record."""
+  checks = []
+  label_feature = features[dataset_config.label_key]
+  if len(getattr(label_feature, "names", ()) or ()) > dataset_config.num_classes:
+    checks.append(lambda r: r[dataset_config.label_key] < dataset_config.num_classes)
+  if dataset_config.fold:
+    if "test_fold" not in features:
+      raise errors.UserError(f"config.dataset.fold is set but {dataset_config.name} has no "
+                             "test_fold feature")
+    fold = dataset_config.fold
+    checks.append((lambda r: r["test_fold"] != fold) if train else
+                  (lambda r: r["test_fold"] == fold))
+  if dataset_config.min_frames:
+    checks.append(lambda r: frame_sampling.keep_clip(int(r["num_frames"]),
+                                                     dataset_config.min_frames))
+  if not checks:
+    return None
+  return lambda record: all(check(record) for check in checks)
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: bool) -> int:
+  """Number of global batches in one epoch."""
+  if drop_remainder:
+    return max(num_examples // global_batch_size, 1)
+  return math.ceil(num_examples / global_batch_size)
+
+
+class BatchLoader:
+  """Maps a global batch number to this process's rows of that batch (picklable)."""
+
+  def __init__(self, split: SplitSource, config: ml_collections.ConfigDict, *, train: bool,
+               global_batch_size: int, drop_remainder: bool):
+    if global_batch_size % jax.process_count():
+      raise errors.UserError(f"batch size {global_batch_size} is not divisible by the "
+                             f"{jax.process_count()} processes")
+    self.split = split
+    self.train = train
+    self.kind = config.dataset.kind
+    self.label_key = config.dataset.label_key
+    self.metadata = tuple(config.dataset.metadata)
+    self.seed = config.seed
+    self.global_batch_size = global_batch_size
+    self.local_batch_size = global_batch_size // jax.process_count()
+    self.process_index = jax.process_index()
+    self.steps_per_epoch = steps_per_epoch(len(split), global_batch_size, drop_remainder)
+    self.num_frames = config.input.num_frames
+    self.num_segments = config.input.num_segments
+    self.image_size = config.input.image_size
+    self.transform = augment.ImageTransform(
+        train=train, image_size=config.input.image_size,
+        resize_size=config.input.resize_size, train_crop=config.input.train_crop,
+        hflip=config.input.hflip, gaussian_noise_var=config.input.gaussian_noise_var)
+
+  @functools.lru_cache(maxsize=2)
+  def _order(self, epoch: int) -> np.ndarray:
+    if not self.train:
+      return np.arange(len(self.split))
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.split))
+
+  def __call__(self, batch_number: int) -> dict[str, np.ndarray]:
+    epoch, position = divmod(int(batch_number), self.steps_per_epoch)
+    rows = self._order(epoch)[position * self.global_batch_size:
+                              (position + 1) * self.global_batch_size]
+    start = self.process_index * self.local_batch_size
+    local = rows[start:start + self.local_batch_size]
+    examples = [self._load(int(j), epoch) for j in local]
+    return self._collate(examples)
+
+  def _load(self, j: int, epoch: int) -> dict:
+    position, record = self.split.record(j)
+    rng = np.random.default_rng([self.seed, epoch, position]) if self.train else None
+    key = record.get("id", position)
+    key = key.decode() if isinstance(key, bytes) else str(key)
+    if self.kind == "clip":
+      available = int(record.get("num_frames", len(record["frames"])))
+      chosen = frame_sampling.segment_indices(
+          available, self.num_segments, self.num_frames // self.num_segments,
+          train=self.train, rng=rng)
+      pixels = self.transform.clip([record["frames"][i] for i in chosen], rng, key)
+    else:
+      pixels = self.transform.image(record["image"], rng, key)
+    example = {"pixels": pixels, "label": int(record[self.label_key]), "index": position}
+    for name in self.metadata:
+      example[name] = np.asarray(record[name])
+    return example
+
+  def _collate(self, examples: list[dict]) -> dict[str, np.ndarray]:
+    b = self.local_batch_size
+    size = self.image_size
+    shape = (self.num_frames, size, size, 3) if self.kind == "clip" else (size, size, 3)
+    batch = {
+        "frames" if self.kind == "clip" else "image": np.zeros((b, *shape), np.uint8),
+        "label": np.zeros((b,), np.int32),
+        "index": np.zeros((b,), np.int32),
+        "mask": np.zeros((b,), bool),
+    }
+    pixels = batch["frames" if self.kind == "clip" else "image"]
+    for name in self.metadata:
+      value = examples[0][name] if examples else np.float32(0)
+      batch[name] = np.zeros((b, *np.shape(value)), np.asarray(value).dtype)
+    for i, example in enumerate(examples):
+      pixels[i] = example["pixels"]
+      batch["label"][i] = example["label"]
+      batch["index"][i] = example["index"]
+      batch["mask"][i] = True
+      for name in self.metadata:
+        batch[name][i] = example[name]
+    return batch
+
+
+def make_dataset(loader: BatchLoader, num_batches: int, *,
+                 worker_count: int, prefetch: int) -> grain.IterDataset:
+  """The stream of host batches 0..num_batches-1, loaded by `worker_count` processes."""
+  dataset = grain.MapDataset.range(num_batches).map(loader).to_iter_dataset()
+  if worker_count > 0:
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=worker_count, per_worker_buffer_size=prefetch))
+  return dataset

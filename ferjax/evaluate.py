@@ -1,0 +1,163 @@
+"""Evaluation over whole splits: WAR/UAR, confusion matrix and method reports.
+
+Every example of an evaluated split is counted exactly once: the last batch is
+padded and its padded rows are masked out. Per-example predictions, labels and
+metadata are gathered to the host, where the metrics and reports (pose
+buckets, embedding diagnostics, AEA's two evaluation modes) are computed.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from ferjax import metrics as metrics_lib, sharding
+from ferjax.data import pipeline
+
+
+def _eval_step(graphdef, input_config, feature_key: str | None):
+  """Per-example predictions (and `features` = outputs[feature_key]) on one batch."""
+
+  def step(state, batch):
+    from ferjax import train  # pylint: disable=g-import-not-at-top  # cycle: train uses us
+    model, objective = nnx.merge(graphdef, state.params, state.rest)
+    outputs = train.forward(model, batch, input_config, train=False)
+    result = {k: v for k, v in batch.items() if k not in ("image", "frames")}
+    result["prediction"] = jnp.argmax(objective.predict(outputs), -1)
+    if feature_key:
+      result["features"] = outputs[feature_key].astype(jnp.float32)
+    return result
+  return step
+
+
+class Evaluator:
+  """Evaluates a train state on the configured eval split(s)."""
+
+  def __init__(self, experiment):
+    self.experiment = experiment
+    config = experiment.config
+    names = (config.dataset.eval_split,) + tuple(config.dataset.extra_eval_splits)
+    self.splits = {name: pipeline.open_split(config.dataset, name, train=False)
+                   for name in dict.fromkeys(names)}
+    self.want_features = config.eval_embeddings
+    self._steps = {}
+
+  def _step_fn(self, graphdef, feature_key: str | None):
+    if (graphdef, feature_key) not in self._steps:
+      mesh = self.experiment.mesh
+      self._steps[graphdef, feature_key] = jax.jit(
+          _eval_step(graphdef, self.experiment.config.input, feature_key),
+          in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+          out_shardings=sharding.batch_sharding(mesh))
+    return self._steps[graphdef, feature_key]
+
+  def _batches(self, split: pipeline.SplitSource):
+    config = self.experiment.config
+    loader = pipeline.BatchLoader(split, config, train=False,
+                                  global_batch_size=config.eval_batch_size,
+                                  drop_remainder=False)
+    dataset = pipeline.make_dataset(loader, loader.steps_per_epoch,
+                                    worker_count=config.input.worker_count,
+                                    prefetch=config.input.prefetch)
+    for host_batch in dataset:
+      yield sharding.to_global_batch(host_batch, self.experiment.mesh)
+
+  def predict(self, state, split: pipeline.SplitSource, graphdef=None) -> dict[str, np.ndarray]:
+    """Per-example outputs over the split, padded rows removed, in split order."""
+    step_fn = self._step_fn(graphdef or self.experiment.graphdef,
+                            "features" if self.want_features else None)
+    chunks = [sharding.to_host(step_fn(state, batch)) for batch in self._batches(split)]
+    merged = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    keep = merged.pop("mask").astype(bool)
+    return {k: v[keep] for k, v in merged.items()}
+
+  def _split_metrics(self, outputs: dict, class_names) -> dict:
+    confusion = metrics_lib.confusion_matrix(outputs["label"], outputs["prediction"],
+                                             len(class_names))
+    result = metrics_lib.war_uar(confusion, class_names)
+    result["confusion_matrix"] = confusion.tolist()
+    return result
+
+  def evaluate(self, state, step: int, *, write_reports: bool) -> dict:
+    """Metrics of the main eval split (+ `splits` for the extra ones); with
+    `write_reports`, also the PNG/JSON reports and `final_metrics.json`."""
+    config = self.experiment.config
+    class_names = self.experiment.class_names
+    state, graphdef, aea_modes = self._aea_states(state)
+    results, outputs_by_split = {}, {}
+    for name, split in self.splits.items():
+      outputs = self.predict(state, split, graphdef)
+      outputs_by_split[name] = outputs
+      results[name] = self._split_metrics(outputs, class_names)
+    main = dict(results.pop(config.dataset.eval_split))
+    main.update(step=int(step), split=config.dataset.eval_split,
+                dataset=config.dataset.name, class_names=list(class_names))
+    if results:
+      main["splits"] = results
+    logging.info("eval at step %d: WAR %.4f UAR %.4f", step, main["war"], main["uar"])
+    if not write_reports:
+      return main
+    main.update(self._method_reports(outputs_by_split[config.dataset.eval_split], class_names))
+    if aea_modes:
+      main["aea_eval_modes"] = aea_modes
+    if jax.process_index() == 0:
+      workdir = self.experiment.workdir
+      metrics_lib.plot_confusion_matrix(
+          np.asarray(main["confusion_matrix"]), class_names,
+          os.path.join(workdir, "confusion_matrix.png"),
+          title=f"{config.dataset.name} {config.dataset.eval_split}: WAR {main['war']:.3f} "
+                f"UAR {main['uar']:.3f}")
+      metrics_lib.write_json(os.path.join(workdir, "final_metrics.json"), main)
+    return main
+
+  def _method_reports(self, outputs: dict, class_names) -> dict:
+    """Pose buckets (config.eval_pose_buckets) and embedding diagnostics (eval_embeddings)."""
+    config = self.experiment.config
+    workdir = self.experiment.workdir
+    is_writer = jax.process_index() == 0
+    reports = {}
+    buckets = tuple(config.eval_pose_buckets)
+    if buckets and "yaw" in outputs:
+      from ferjax.evaluation import pose  # pylint: disable=g-import-not-at-top
+      reports["pose"] = pose.pose_report(outputs["prediction"], outputs["label"],
+                                         outputs["yaw"], outputs.get("pitch"), buckets)
+      if is_writer:
+        pose.plot_accuracy_vs_yaw(reports["pose"], os.path.join(workdir, "accuracy_vs_yaw.png"))
+    if self.want_features:
+      from ferjax.evaluation import embedding  # pylint: disable=g-import-not-at-top
+      reports["embedding"] = embedding.embedding_report(outputs["features"], outputs["label"],
+                                                        class_names)
+      if is_writer:
+        embedding.plot_embeddings(outputs["features"], outputs["label"], class_names,
+                                  os.path.join(workdir, "embeddings.png"))
+    return reports
+
+  def _aea_states(self, state):
+    """For AEA models: the state/graphdef of the configured eval mode, and both modes' metrics.
+
+    `batch_independent` needs the train-set mean of the pooled features, computed
+    here in eval mode with the current model (one pass over the train split).
+    """
+    experiment = self.experiment
+    model, objective = nnx.merge(experiment.graphdef, state.params, state.rest)
+    if not hasattr(model, "set_eval_mode"):
+      return state, experiment.graphdef, None
+    from ferjax.models import aea  # pylint: disable=g-import-not-at-top
+    model.set_eval_mode("code_faithful")
+    graphdef, params, rest = nnx.split((model, objective), nnx.Param, ...)
+    features_fn = self._step_fn(graphdef, "backbone_features")
+    current = state.replace(params=params, rest=rest)
+    model.set_fixed_mean(aea.compute_feature_mean(
+        self._batches(experiment.train_split), lambda b: features_fn(current, b)["features"]))
+    modes, states = {}, {}
+    eval_split = self.splits[experiment.config.dataset.eval_split]
+    for mode in ("code_faithful", "batch_independent"):
+      model.set_eval_mode(mode)
+      graphdef, params, rest = nnx.split((model, objective), nnx.Param, ...)
+      states[mode] = (state.replace(params=params, rest=rest), graphdef)
+      modes[mode] = self._split_metrics(self.predict(states[mode][0], eval_split, graphdef),
+                                        experiment.class_names)
+    return (*states[aea.canonical_eval_mode(experiment.config.model.aea.eval_mode)], modes)

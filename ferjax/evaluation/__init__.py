@@ -1,0 +1,1 @@
+"""Evaluation diagnostics computed on host from the collected eval outputs."""

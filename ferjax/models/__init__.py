@@ -1,0 +1,1 @@
+"""Flax NNX models: backbones, attention blocks and FER heads."""

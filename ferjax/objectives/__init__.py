@@ -1,0 +1,1 @@
+"""Training objectives: NNX modules holding a loss and its per-run state."""

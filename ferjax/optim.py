@@ -1,0 +1,75 @@
+"""Optimizers and learning-rate schedules from `config.optimizer` / `config.schedule`."""
+
+import jax
+import ml_collections
+import optax
+
+
+def make_schedule(schedule_config: ml_collections.ConfigDict, base_lr: float,
+                  steps_per_epoch: int, num_epochs: int) -> optax.Schedule:
+  """The learning rate as a function of the 0-based global step.
+
+  Names: `constant`; `cosine` (linear warm-up, then cosine to
+  `min_learning_rate` at the last step); `step` (x `decay_rate` every
+  `step_epochs` epochs); `exponential` (x `decay_rate` after every epoch);
+  `slm_cosine` (SLM-AEA's reference schedule, see objectives.soft_label_mining).
+  """
+  name = schedule_config.name
+  total_steps = max(steps_per_epoch * num_epochs, 1)
+  warmup_steps = int(schedule_config.warmup_epochs * steps_per_epoch)
+  if name == "constant":
+    main = optax.constant_schedule(base_lr)
+  elif name == "cosine":
+    alpha = schedule_config.min_learning_rate / base_lr if base_lr else 0.0
+    main = optax.cosine_decay_schedule(base_lr, max(total_steps - warmup_steps, 1), alpha)
+  elif name == "step":
+    main = optax.exponential_decay(base_lr, schedule_config.step_epochs * steps_per_epoch,
+                                   schedule_config.decay_rate, staircase=True)
+  elif name == "exponential":
+    main = optax.exponential_decay(base_lr, steps_per_epoch, schedule_config.decay_rate,
+                                   staircase=True)
+  elif name == "slm_cosine":
+    from ferjax.objectives import soft_label_mining  # pylint: disable=g-import-not-at-top
+    main = soft_label_mining.official_cosine_schedule(
+        base_lr, schedule_config.min_learning_rate, total_steps)
+  else:
+    raise ValueError(f"config.schedule.name {name!r} is not one of "
+                     "constant, cosine, step, exponential, slm_cosine")
+  if warmup_steps <= 0:
+    return main
+  warmup = optax.linear_schedule(0.0, base_lr, warmup_steps)
+  return optax.join_schedules([warmup, main], [warmup_steps])
+
+
+def _decay_mask(params, excluded: tuple[str, ...]):
+  """True for parameters whose path contains none of the `excluded` names."""
+  def keep(path, _):
+    names = {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
+    return not names.intersection(excluded)
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                   params) -> optax.GradientTransformation:
+  """SGD (PyTorch-style L2 before momentum), Adam (L2) or AdamW, with optional clipping.
+
+  Weight decay skips parameters under any path component named in
+  `config.optimizer.no_decay` (e.g. the center cosine loss's `centers`).
+  """
+  opt = config.optimizer
+  mask = _decay_mask(params, tuple(opt.no_decay))
+  chain = []
+  if opt.grad_clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  if opt.name == "sgd":
+    chain += [optax.add_decayed_weights(opt.weight_decay, mask),
+              optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)]
+  elif opt.name == "adam":
+    chain += [optax.add_decayed_weights(opt.weight_decay, mask),
+              optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)]
+  elif opt.name == "adamw":
+    chain.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                             weight_decay=opt.weight_decay, mask=mask))
+  else:
+    raise ValueError(f"config.optimizer.name {opt.name!r} is not one of sgd, adam, adamw")
+  return optax.chain(*chain)

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny synthetic dataset built once per test session."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Overrides that shrink configs/resnet.py:synthetic to seconds on a CPU.
+TINY_IMAGE_OVERRIDES = (
+    "--config.dataset.name=synthetic_fer/images_small",
+    "--config.input.image_size=32",
+    "--config.input.resize_size=36",
+    "--config.batch_size=32",
+    "--config.eval_batch_size=64",
+    "--config.num_epochs=1",
+    "--config.log_every_steps=2",
+)
+
+
+@pytest.fixture(scope="session")
+def tfds_data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir holding synthetic_fer/images_small and clips_small."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  from ferjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  for name in ("synthetic_fer/images_small", "synthetic_fer/clips_small"):
+    pipeline.load_builder(name, data_dir)
+  return data_dir
+
+
+@pytest.fixture
+def ferjax_cli(tfds_data_dir):
+  """Runs `python -m ferjax.main ARGS` from the repository root on the tiny data."""
+
+  def run(args, *, env: dict | None = None, timeout: int = 600,
+          check: bool = True) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, TFDS_DATA_DIR=tfds_data_dir, **(env or {}))
+    result = subprocess.run([sys.executable, "-m", "ferjax.main", *args], cwd=REPO,
+                            env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+      raise AssertionError(f"ferjax.main failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
+
+  return run

@@ -1,0 +1,162 @@
+"""Integration tests of the training loop through the real CLI on tiny synthetic data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, TINY_IMAGE_OVERRIDES  # pylint: disable=g-bad-import-order
+
+RESNET = "--config=configs/resnet.py:synthetic"
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+  directory = os.path.join(workdir, "checkpoints")
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def _restore_params(workdir, step: int) -> dict:
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  return ocp.StandardCheckpointer().restore(path)["params"]
+
+
+def _leaves(tree) -> list[np.ndarray]:
+  import jax  # pylint: disable=g-import-not-at-top
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_train_then_eval_only_reproduces_metrics(ferjax_cli, tmp_path):
+  workdir = str(tmp_path / "run")
+  ferjax_cli([RESNET, f"--workdir={workdir}", *TINY_IMAGE_OVERRIDES])
+  with open(os.path.join(workdir, "final_metrics.json")) as f:
+    final = json.load(f)
+  assert {"war", "uar", "per_class", "step", "confusion_matrix"} <= set(final)
+  assert 0.0 <= final["uar"] <= 1.0 and 0.0 <= final["war"] <= 1.0
+  assert set(final["per_class"]) <= set(final["class_names"])
+  confusion = np.asarray(final["confusion_matrix"])
+  assert confusion.sum() == final["num_examples"]
+  assert final["war"] == pytest.approx(np.trace(confusion) / confusion.sum())
+  assert os.path.exists(os.path.join(workdir, "confusion_matrix.png"))
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+  assert _checkpoint_steps(workdir)[-1] == final["step"]
+
+  os.remove(os.path.join(workdir, "final_metrics.json"))
+  ferjax_cli([RESNET, f"--workdir={workdir}", *TINY_IMAGE_OVERRIDES,
+              "--config.eval_only=True"])
+  with open(os.path.join(workdir, "final_metrics.json")) as f:
+    assert json.load(f) == final
+
+
+def test_sigterm_then_rerun_resumes_bitwise(ferjax_cli, tfds_data_dir, tmp_path):
+  args = [RESNET, *TINY_IMAGE_OVERRIDES, "--config.num_epochs=2",
+          "--config.checkpoint_every_steps=1000", "--config.eval_every_epochs=10"]
+  reference = str(tmp_path / "reference")
+  ferjax_cli([*args, f"--workdir={reference}"])
+
+  resumed = str(tmp_path / "resumed")
+  process = subprocess.Popen(
+      [sys.executable, "-m", "ferjax.main", *args, f"--workdir={resumed}"], cwd=REPO,
+      env=dict(os.environ, TFDS_DATA_DIR=tfds_data_dir), stderr=subprocess.PIPE, text=True)
+  for line in process.stderr:  # Wait until the loop (and its SIGTERM handler) runs.
+    if "Training " in line:
+      break
+  time.sleep(2.0)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 143, stderr[-3000:]
+  assert "Rerun the same command to resume" in stderr
+  final_step = _checkpoint_steps(reference)[-1]
+  interrupted_at = _checkpoint_steps(resumed)[-1]
+  assert 0 < interrupted_at < final_step
+
+  ferjax_cli([*args, f"--workdir={resumed}"])
+  assert _checkpoint_steps(resumed)[-1] == final_step
+  for a, b in zip(_leaves(_restore_params(reference, final_step)),
+                  _leaves(_restore_params(resumed, final_step)), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+_LOSSES_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from configs import resnet
+from ferjax import sharding, train
+config = resnet.get_config("synthetic")
+config.dataset.name = "synthetic_fer/images_small"
+config.input.image_size, config.input.resize_size = 32, 36
+config.batch_size, config.eval_batch_size = 32, 64
+config.schedule.name, config.schedule.warmup_epochs = "constant", 0.0
+config.optimizer.learning_rate = 0.01
+experiment = train.Experiment(config, sys.argv[1])
+iterator, state, losses = experiment.train_iterator(), experiment.state, []
+for _ in range(3):
+  state, metrics = experiment.train_step(
+      state, sharding.to_global_batch(next(iterator), experiment.mesh))
+  losses.append(float(metrics["loss"]))
+params = [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)[-2:]]
+print(json.dumps({"devices": jax.device_count(), "losses": losses, "params": params}))
+"""
+
+
+def test_one_and_eight_devices_give_the_same_losses(tfds_data_dir, tmp_path):
+  # Same global batch: only the order of floating-point reductions differs, and
+  # early training amplifies that, so a few steps are compared.
+  results = []
+  for devices in (1, 8):
+    env = dict(os.environ, TFDS_DATA_DIR=tfds_data_dir,
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", _LOSSES_SCRIPT, str(tmp_path / str(devices))],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+  assert [r["devices"] for r in results] == [1, 8]
+  np.testing.assert_allclose(results[0]["losses"][:2], results[1]["losses"][:2], rtol=1e-5)
+  np.testing.assert_allclose(results[0]["losses"], results[1]["losses"], rtol=1e-3)
+  for a, b in zip(results[0]["params"], results[1]["params"]):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--config.no_such_key=1"], "no_such_key"),
+    (["--config.batch_size=many"], "batch_size"),
+    (["--config.dataset.name=rafdb"], "python -m ferjax.data.prepare rafdb"),
+    (["--config.model.depth=19"], "model.depth"),
+    (["--config.optimizer.learning_rate=1e30"], "at step"),
+])
+def test_user_errors_are_one_line(ferjax_cli, tmp_path, extra, expected):
+  result = ferjax_cli([RESNET, f"--workdir={tmp_path / 'run'}", *TINY_IMAGE_OVERRIDES, *extra],
+                      check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith("ferjax: error:")]
+  assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
+
+
+def test_unwritable_workdir_is_one_line(ferjax_cli, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  result = ferjax_cli([RESNET, f"--workdir={blocker / 'run'}", *TINY_IMAGE_OVERRIDES],
+                      check=False)
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  assert "is not writable" in result.stderr.splitlines()[-1]
+
+
+def test_nan_loss_keeps_checkpoints_finite(ferjax_cli, tmp_path):
+  workdir = str(tmp_path / "run")
+  result = ferjax_cli([RESNET, f"--workdir={workdir}", *TINY_IMAGE_OVERRIDES,
+                       "--config.num_epochs=3", "--config.checkpoint_every_steps=2",
+                       "--config.optimizer.learning_rate=1e4",
+                       "--config.schedule.warmup_epochs=2"], check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "ferjax: error: loss is" in result.stderr
+  steps = _checkpoint_steps(workdir) if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
+  for step in steps:
+    assert all(np.isfinite(x).all() for x in _leaves(_restore_params(workdir, step)))
