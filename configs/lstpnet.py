@@ -115,11 +115,11 @@ def _synthetic(config: ml_collections.ConfigDict, *, windowed: bool) -> None:
   config.input.image_size = 48
   config.input.resize_size = 48
   config.input.worker_count = 0
-  config.batch_size = 32
+  config.batch_size = 16
   config.eval_batch_size = 100
-  config.num_epochs = 4
-  config.optimizer.learning_rate = 0.01
+  config.num_epochs = 2
+  config.optimizer.learning_rate = 0.02
   config.schedule.name = "cosine"
   config.schedule.warmup_epochs = 0.25
-  config.log_every_steps = 10
+  config.log_every_steps = 25
   config.checkpoint_every_steps = 200

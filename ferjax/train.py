@@ -158,11 +158,7 @@ class Experiment:
     """Method-specific inputs some objectives need (SLM: the training labels)."""
     if self.config.objective.name != "soft_label_mining":
       return {}
-    split = self.train_split
-    train_labels = np.full((split.num_records,), -1, np.int64)
-    for j in range(len(split)):
-      position, record = split.record(j)
-      train_labels[position] = int(record[self.config.dataset.label_key])
+    train_labels = self.train_split.column(self.config.dataset.label_key)
     return {"train_labels": train_labels, "steps_per_epoch": self.steps_per_epoch}
 
   def train_iterator(self, start_batch: int = 0):
@@ -247,7 +243,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   watch = _LossWatch()
   last_saved = start_step or None
   preempted = []
-  previous = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+  # Multi-process runs rely on JAX's own SIGTERM handler, synced across hosts through
+  # reached_preemption; a local flag could stop hosts at different steps.
+  previous = (signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+              if jax.process_count() == 1 else None)
   logging.info("Training %d steps (%d per epoch) on %d devices.", total,
                experiment.steps_per_epoch, jax.device_count())
   try:
@@ -295,7 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.flush()
     return final
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)
     checkpointer.close()
 
 

@@ -13,7 +13,8 @@ ATTEMPTS=1
 
 usage() {
   cat <<HELP
-Usage: launch/tpu_queued.sh --workdir=gs://BUCKET/RUN (--repo=URL | --tarball=FILE) [OPTION]... [-- ARG...]
+Usage: launch/tpu_queued.sh --workdir=gs://BUCKET/RUN (--repo=URL | --tarball=FILE)
+           [OPTION]... [-- ARG...]
 
 Requests a Spot TPU slice as a queued resource, waits until it is ACTIVE,
 installs ferjax on every worker, runs
@@ -53,10 +54,11 @@ delete_queued() {
 cleanup() {
   local status=$?
   if ((KEEP)); then
-    echo "kept $NAME; delete it with: gcloud compute tpus queued-resources delete $NAME ${SCOPE[*]} --force --quiet" >&2
+    echo "kept $NAME; delete it with:" \
+      "gcloud compute tpus queued-resources delete $NAME ${SCOPE[*]} --force --quiet" >&2
   else
-    delete_queued ||
-      echo "warning: could not delete $NAME; check 'gcloud compute tpus queued-resources list ${SCOPE[*]}'" >&2
+    delete_queued || echo "warning: could not delete $NAME; check" \
+      "'gcloud compute tpus queued-resources list ${SCOPE[*]}'" >&2
   fi
   exit "$status"
 }

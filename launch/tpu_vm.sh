@@ -11,7 +11,8 @@ SPOT=0
 
 usage() {
   cat <<HELP
-Usage: launch/tpu_vm.sh --workdir=gs://BUCKET/RUN (--repo=URL | --tarball=FILE) [OPTION]... [-- ARG...]
+Usage: launch/tpu_vm.sh --workdir=gs://BUCKET/RUN (--repo=URL | --tarball=FILE)
+           [OPTION]... [-- ARG...]
 
 Creates a TPU VM slice, installs ferjax on every worker, runs
   python -m ferjax.main --config=CONFIG --workdir=WORKDIR --distributed=required
@@ -38,10 +39,11 @@ tpu_check_flags
 cleanup() {
   local status=$?
   if ((KEEP)); then
-    echo "kept $NAME; delete it with: gcloud compute tpus tpu-vm delete $NAME ${SCOPE[*]} --quiet" >&2
+    echo "kept $NAME; delete it with:" \
+      "gcloud compute tpus tpu-vm delete $NAME ${SCOPE[*]} --quiet" >&2
   else
-    run gcloud compute tpus tpu-vm delete "$NAME" "${SCOPE[@]}" --quiet ||
-      echo "warning: could not delete $NAME; check 'gcloud compute tpus tpu-vm list ${SCOPE[*]}'" >&2
+    run gcloud compute tpus tpu-vm delete "$NAME" "${SCOPE[@]}" --quiet || echo "warning:" \
+      "could not delete $NAME; check 'gcloud compute tpus tpu-vm list ${SCOPE[*]}'" >&2
   fi
   exit "$status"
 }

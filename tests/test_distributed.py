@@ -99,10 +99,12 @@ class TestResolveSettings:
 
   @pytest.mark.parametrize("kwargs, env, message", [
       (dict(mode="on"), {}, "--distributed='on' is not one of auto, required, off"),
-      (dict(coordinator_address="10.0.0.1"), {}, "--coordinator_address='10.0.0.1' is not HOST:PORT"),
+      (dict(coordinator_address="10.0.0.1"), {},
+       "--coordinator_address='10.0.0.1' is not HOST:PORT"),
       (dict(coordinator_address="10.0.0.1:99999"), {}, "is not HOST:PORT"),
       (dict(coordinator_address=":8476"), {}, "is not HOST:PORT"),
-      ({}, {"FERJAX_COORDINATOR": "nohostport"}, "FERJAX_COORDINATOR='nohostport' is not HOST:PORT"),
+      ({}, {"FERJAX_COORDINATOR": "nohostport"},
+       "FERJAX_COORDINATOR='nohostport' is not HOST:PORT"),
       ({}, {"FERJAX_NUM_PROCESSES": "two"}, "FERJAX_NUM_PROCESSES='two' is not an integer"),
       (dict(num_processes=0), {}, "--num_processes=0 must be >= 1"),
       (dict(num_processes=2, process_id=2), {}, "--process_id=2 must lie in [0, 2)"),

@@ -7,7 +7,7 @@ global batch. This keeps epochs exact (every example once per epoch, as SLM's
 label table needs), makes the stream a pure function of the seed (identical on
 1 or 8 devices, 1 or 2 processes) and makes the Grain iterator state a single
 position that Orbax saves with the model. The last batch of an epoch is padded
-and masked (`mask` False on padded rows) unless `drop_remainder`.
+with repeats of its real rows, masked out (`mask` False), unless `drop_remainder`.
 
 Host batches hold uint8 pixels (`image` `[b, S, S, 3]` or `frames`
 `[b, T, S, S, 3]`), `label` int32, `mask` bool, `index` int32 (the record's
@@ -76,9 +76,23 @@ class SplitSource:
   positions: np.ndarray
   class_names: tuple[str, ...]
   num_records: int
+  columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.positions)
+
+  def column(self, name: str) -> np.ndarray:
+    """`[num_records]` values of feature `name` by record position, -1 where filtered out.
+
+    Read from the builder's stored columns when present, else from the records.
+    """
+    values = np.full((self.num_records,), -1, np.int64)
+    if name in self.columns:
+      values[self.positions] = self.columns[name][self.positions]
+    else:
+      for position in self.positions:
+        values[position] = int(self.source[int(position)][name])
+    return values
 
   def record(self, j: int) -> tuple[int, dict]:
     position = int(self.positions[j])
@@ -102,36 +116,56 @@ def open_split(dataset_config: ml_collections.ConfigDict, split: str, *,
                            f"{dataset_config.name} has {len(stored_classes)} classes")
   class_names = (stored_classes[:num_classes] if stored_classes
                  else labels.class_names(num_classes))
-  keep = _record_filter(dataset_config, features, train=train)
-  if keep is None:
-    positions = np.arange(len(source))
-  else:
-    positions = np.array([i for i in range(len(source)) if keep(source[i])], np.int64)
+  positions = _kept_positions(builder, split, source, dataset_config, train=train)
   if not len(positions):
     raise errors.UserError(f"no examples left in {dataset_config.name}:{split} after "
                            "the config's filters (num_classes, fold, min_frames)")
-  return SplitSource(source, positions, class_names, len(source))
+  metadata = builder.info.metadata or {}
+  columns = {name: np.asarray(per_split[split]) for name, per_split in metadata.items()
+             if isinstance(per_split, dict) and split in per_split}
+  return SplitSource(source, positions, class_names, len(source), columns)
 
 
-def _record_filter(dataset_config, features, *, train: bool):
-  """A predicate over records, or None when the config keeps every record."""
-  checks = []
-  label_feature = features[dataset_config.label_key]
-  if len(getattr(label_feature, "names", ()) or ()) > dataset_config.num_classes:
-    checks.append(lambda r: r[dataset_config.label_key] < dataset_config.num_classes)
+def _filter_checks(dataset_config, features, *, train: bool) -> dict:
+  """{feature name: vectorised predicate over that feature's values} for the config."""
+  checks = {}
+  label_key = dataset_config.label_key
+  if len(getattr(features[label_key], "names", ()) or ()) > dataset_config.num_classes:
+    checks[label_key] = lambda labels: labels < dataset_config.num_classes
   if dataset_config.fold:
     if "test_fold" not in features:
       raise errors.UserError(f"config.dataset.fold is set but {dataset_config.name} has no "
                              "test_fold feature")
     fold = dataset_config.fold
-    checks.append((lambda r: r["test_fold"] != fold) if train else
-                  (lambda r: r["test_fold"] == fold))
+    checks["test_fold"] = (lambda folds: folds != fold) if train else (
+        lambda folds: folds == fold)
   if dataset_config.min_frames:
-    checks.append(lambda r: frame_sampling.keep_clip(int(r["num_frames"]),
-                                                     dataset_config.min_frames))
+    checks["num_frames"] = np.vectorize(
+        lambda n: frame_sampling.keep_clip(int(n), dataset_config.min_frames), otypes=[bool])
+  return checks
+
+
+def _kept_positions(builder, split: str, source, dataset_config, *, train: bool) -> np.ndarray:
+  """Record positions passing the config's filters.
+
+  Uses the per-record columns that ferjax's builders store in
+  `info.metadata[feature][split]` when they cover every filtered feature, so
+  that e.g. a DFEW fold is selected without reading any video; otherwise reads
+  the records once.
+  """
+  checks = _filter_checks(dataset_config, builder.info.features, train=train)
   if not checks:
-    return None
-  return lambda record: all(check(record) for check in checks)
+    return np.arange(len(source))
+  columns = builder.info.metadata or {}
+  if all(split in columns.get(name, {}) for name in checks):
+    values = {name: np.asarray(columns[name][split]) for name in checks}
+  else:
+    records = [source[i] for i in range(len(source))]
+    values = {name: np.asarray([r[name] for r in records]) for name in checks}
+  keep = np.ones(len(source), bool)
+  for name, check in checks.items():
+    keep &= check(values[name])
+  return np.flatnonzero(keep)
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: bool) -> int:
@@ -214,11 +248,14 @@ class BatchLoader:
     for name in self.metadata:
       value = examples[0][name] if examples else np.float32(0)
       batch[name] = np.zeros((b, *np.shape(value)), np.asarray(value).dtype)
-    for i, example in enumerate(examples):
+    # Padded rows repeat the real ones (mask False): train-mode BatchNorm then sees
+    # statistics of real images rather than of blank padding.
+    for i in range(b if examples else 0):
+      example = examples[i % len(examples)]
       pixels[i] = example["pixels"]
       batch["label"][i] = example["label"]
       batch["index"][i] = example["index"]
-      batch["mask"][i] = True
+      batch["mask"][i] = i < len(examples)
       for name in self.metadata:
         batch[name][i] = example[name]
     return batch

@@ -57,7 +57,8 @@ class CenterCosine(nnx.Module):
   def __init__(self, num_classes: int, feature_dim: int, *, variant: str = "margin",
                scale: float = 30.0, margin: float = 0.35, weight: float = 0.1,
                pull_weight: float = 0.0, inter_weight: float = 1.0, use_ce_head: bool = True,
-               center_update: str = "grad", ema_rate: float = 0.5, predict_with: str = "logits", rngs: nnx.Rngs):
+               center_update: str = "grad", ema_rate: float = 0.5,
+               predict_with: str = "logits", rngs: nnx.Rngs):
     for name, value, allowed in (("variant", variant, VARIANTS),
                                  ("center_update", center_update, CENTER_UPDATES),
                                  ("predict_with", predict_with, PREDICT_WITH)):
@@ -156,4 +157,5 @@ def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int
   return CenterCosine(num_classes, feature_dim, variant=ccl.variant, scale=ccl.scale,
                       margin=ccl.margin, weight=ccl.weight, pull_weight=ccl.pull_weight,
                       inter_weight=ccl.inter_weight, use_ce_head=ccl.use_ce_head,
-                      center_update=ccl.center_update, ema_rate=ccl.ema_rate, predict_with=ccl.predict_with, rngs=rngs)
+                      center_update=ccl.center_update, ema_rate=ccl.ema_rate,
+                      predict_with=ccl.predict_with, rngs=rngs)

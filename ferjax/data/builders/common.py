@@ -282,7 +282,7 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
   EXAMPLES_PER_SHARD: ClassVar[int] = 10_000
   # Features whose per-record values are also stored in `info.metadata[name][split]`
   # so that readers can select records (e.g. a fold) without reading them.
-  INDEX_FEATURES: ClassVar[tuple[str, ...]] = ()
+  INDEX_FEATURES: ClassVar[tuple[str, ...]] = ("label",)
 
   def __init__(self, **kwargs):
     super().__init__(**kwargs)

@@ -47,12 +47,12 @@ class SyntheticFerConfig(tfds.core.BuilderConfig):
   max_yaw: float = 90.0
   max_pitch: float = 30.0
   max_roll: float = 20.0
-  yaw_std: float = 25.0
+  yaw_std: float = 20.0
   pitch_std: float = 10.0
   roll_std: float = 6.0
-  intensity_range: tuple[float, float] = (0.6, 1.0)
+  intensity_range: tuple[float, float] = (0.7, 1.0)
   ambiguity_rate: float = 0.15
-  blend_weight_range: tuple[float, float] = (0.15, 0.4)
+  blend_weight_range: tuple[float, float] = (0.1, 0.35)
   action_jitter: float = 0.05
   label_noise: float = 0.0
   occlusion_rate: float = 0.1

@@ -43,10 +43,10 @@ A = {name: i for i, name in enumerate(ACTION_NAMES)}
 # lower face) and survives occlusion of either half.
 _PROTOTYPES: dict[str, dict[str, float]] = {
     "neutral": {},
-    "happy": {"cheek_raise": 0.9, "lid_tighten": 0.2, "lip_corner_pull": 1.0,
+    "happy": {"cheek_raise": 1.0, "lid_tighten": 0.2, "lip_corner_pull": 1.0,
               "lips_part": 0.8},
-    "sad": {"inner_brow_raise": 1.0, "brow_lower": 0.5, "upper_lid_raise": -0.5,
-            "lip_corner_depress": 1.0, "chin_raise": 0.7},
+    "sad": {"inner_brow_raise": 1.0, "brow_lower": 0.25, "upper_lid_raise": -0.6,
+            "lip_corner_depress": 1.1, "chin_raise": 0.7},
     "surprise": {"inner_brow_raise": 1.0, "outer_brow_raise": 1.0,
                  "upper_lid_raise": 1.0, "jaw_drop": 1.0},
     "fear": {"inner_brow_raise": 1.0, "outer_brow_raise": 0.5, "brow_lower": 0.8,
@@ -54,7 +54,7 @@ _PROTOTYPES: dict[str, dict[str, float]] = {
              "jaw_drop": 0.25},
     "disgust": {"brow_lower": 0.5, "lid_tighten": 0.5, "cheek_raise": 0.3,
                 "nose_wrinkle": 1.0, "upper_lip_raise": 1.0,
-                "lip_corner_depress": 0.4, "chin_raise": 0.5},
+                "lip_corner_depress": 0.6, "chin_raise": 0.5},
     "anger": {"brow_lower": 1.0, "upper_lid_raise": 0.4, "lid_tighten": 0.9,
               "lip_press": 1.0, "chin_raise": 0.4},
     "contempt": {"unilateral_pull": 1.0, "lid_tighten": 0.3},

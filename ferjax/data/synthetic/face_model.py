@@ -283,7 +283,7 @@ def _mouth(idt: Identity, a: dict[str, float], side: int) -> tuple[list[Part], l
   ups, outs = [], []
   for s in (-1, 1):
     uni = c14 if s == side else 0.0
-    ups.append(idt.resting_corner + 0.15 * c12 - 0.14 * c15 + 0.12 * uni - 0.015 * c20)
+    ups.append(idt.resting_corner + 0.17 * c12 - 0.14 * c15 + 0.12 * uni - 0.015 * c20)
     outs.append(idt.mouth_width + 0.06 * c12 + 0.14 * c20 - 0.08 * c24
                 - 0.09 * c26 + 0.07 * uni)
   t = _T11

@@ -35,6 +35,7 @@ class Afew(common.ManualBuilder):
   BUILDER_CONFIGS = dfer_lists.clip_configs("AFEW")
   DEFAULT_CONFIG_NAME = "official"
   EXAMPLES_PER_SHARD = 1000
+  INDEX_FEATURES = ("label", "num_frames")
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Extract the face frames of every clip, then in manual_dir (or one folder deeper):
     <manual_dir>/Train_AFEW/<Emotion>/<clip id>/<frames>

@@ -53,7 +53,7 @@ class Bu3dfe(common.ManualBuilder):
                    pitches=(-30, -15, 0, 15, 30), description="Setting II: 35 views"),
   ]
   DEFAULT_CONFIG_NAME = "p1"
-  INDEX_FEATURES = ("test_fold",)
+  INDEX_FEATURES = ("label", "test_fold")
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Render the 2-D views yourself (BU-3DFE ships 3-D scans), then:
     <manual_dir>/index.csv   header path,subject,expression,intensity,yaw,pitch

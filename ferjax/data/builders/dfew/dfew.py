@@ -48,7 +48,7 @@ class Dfew(common.ManualBuilder):
   BUILDER_CONFIGS = dfer_lists.clip_configs("DFEW")
   DEFAULT_CONFIG_NAME = "official"
   EXAMPLES_PER_SHARD = 500
-  INDEX_FEATURES = ("test_fold",)
+  INDEX_FEATURES = ("label", "num_frames", "test_fold")
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   In manual_dir (or its DFEW/ folder):
     <manual_dir>/DFEW/EmoLabel_DataSplit/test(single-labeled)/set_1.csv ... set_5.csv

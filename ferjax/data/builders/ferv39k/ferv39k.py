@@ -38,6 +38,7 @@ class Ferv39k(common.ManualBuilder):
   BUILDER_CONFIGS = dfer_lists.clip_configs("FERV39k")
   DEFAULT_CONFIG_NAME = "official"
   EXAMPLES_PER_SHARD = 1000
+  INDEX_FEATURES = ("label", "num_frames")
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   In manual_dir (or its FERV39k/ folder):
     <manual_dir>/FERV39k/4_setups/All_scenes/train_All.csv, test_All.csv

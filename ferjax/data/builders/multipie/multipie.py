@@ -72,7 +72,7 @@ class Multipie(common.ManualBuilder):
   ]
   DEFAULT_CONFIG_NAME = "pose7"
   EXAMPLES_PER_SHARD = 1000  # 640x480 PNGs
-  INDEX_FEATURES = ("test_fold",)
+  INDEX_FEATURES = ("label", "test_fold")
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   In manual_dir (or its Multi-Pie/ folder):
     <manual_dir>/Multi-Pie/data/session0{1..4}/multiview/<subject>/<recording>/<camera XX_Y>/
