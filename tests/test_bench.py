@@ -87,7 +87,8 @@ def test_input_pipeline_rate(tfds_data_dir, model, dataset):
 
 @pytest.mark.slow
 def test_cli_train_step_and_input_pipeline(tfds_data_dir, tmp_path):
-  results, stdout = _bench([*TINY, "--input", "--workers=0", "--input_batches=3"], tfds_data_dir, tmp_path)
+  results, stdout = _bench([*TINY, "--input", "--workers=0", "--input_batches=3"],
+                           tfds_data_dir, tmp_path)
   assert results["setup"]["batch_size"] == 4 and results["setup"]["unit"] == "images"
   assert results["device"]["count"] >= 1 and results["device"]["device_kind"]
   ferjax_side = results["ferjax"]

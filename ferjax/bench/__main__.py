@@ -1,6 +1,6 @@
 r"""Benchmarks ferjax's train step (and optionally PyTorch's and the input pipeline).
 
-  python -m ferjax.bench --model=resnet50 --batch_size=16 --image_size=64 --steps=5
+  python -m ferjax.bench --model=resnet50 --batch_size=16 --image_size=112 --steps=5
   python -m ferjax.bench --model=resnet50 --batch_size=256 --image_size=224 \
       --dtype=bfloat16 --torch --input --workers=4,8,16 --json_out=/tmp/r50.json
   python -m ferjax.bench --config=configs/lstpnet.py:synthetic --torch
@@ -11,6 +11,7 @@ device memory (preallocated on GPUs) does not limit it.
 """
 
 import datetime
+import importlib.util
 import json
 import os
 import sys
@@ -87,6 +88,8 @@ def run() -> dict:
       },
   }
   if _TORCH.value:
+    if not (importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision")):
+      raise ValueError("--torch needs torch and torchvision: pip install -e '.[torch]'")
     spec = torch_reference.reference_spec(config, steps=_STEPS.value, warmup=_WARMUP.value,
                                           threads=_TORCH_THREADS.value)
     results["torch"] = torch_reference.measure_in_subprocess(spec)

@@ -87,6 +87,9 @@ def format_report(results: dict) -> str:
         [("compares", torch_side["compared"])] + _train_rows(torch_side, unit))
     lines += ["", f"ratio ferjax/PyTorch (throughput): "
                   f"{results['ratio_ferjax_over_torch']:.2f}x"]
+    if (torch_side["device"] == "cpu") != (device["platform"] == "cpu"):
+      lines.append(f"  note: PyTorch ran on {torch_side['device']}, ferjax on "
+                   f"{device['platform']}: not a like-for-like ratio")
   if "input" in results:
     lines += ["", f"input pipeline: {setup['dataset']} train split, train augmentation, "
                   f"host batch {results['input'][0]['batch_size']} "
