@@ -264,7 +264,10 @@ class BatchLoader:
 def make_dataset(loader: BatchLoader, num_batches: int, *,
                  worker_count: int, prefetch: int) -> grain.IterDataset:
   """The stream of host batches 0..num_batches-1, loaded by `worker_count` processes."""
-  dataset = grain.MapDataset.range(num_batches).map(loader).to_iter_dataset()
+  # An element is a whole host batch: bound Grain's read-ahead (500 by default) by
+  # `prefetch`, or it holds hundreds of batches in host memory.
+  read_options = grain.ReadOptions(num_threads=max(prefetch, 1), prefetch_buffer_size=prefetch)
+  dataset = grain.MapDataset.range(num_batches).map(loader).to_iter_dataset(read_options)
   if worker_count > 0:
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=worker_count, per_worker_buffer_size=prefetch))
