@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from ferjax import metrics as metrics_lib, sharding
+from ferjax import metrics as metrics_lib, model_inputs, sharding
 from ferjax.data import pipeline
 
 
@@ -22,9 +22,8 @@ def _eval_step(graphdef, input_config, feature_key: str | None):
   """Per-example predictions (and `features` = outputs[feature_key]) on one batch."""
 
   def step(state, batch):
-    from ferjax import train  # pylint: disable=g-import-not-at-top  # cycle: train uses us
     model, objective = nnx.merge(graphdef, state.params, state.rest)
-    outputs = train.forward(model, batch, input_config, train=False)
+    outputs = model_inputs.forward(model, batch, input_config, train=False)
     result = {k: v for k, v in batch.items() if k not in ("image", "frames")}
     result["prediction"] = jnp.argmax(objective.predict(outputs), -1)
     if feature_key:

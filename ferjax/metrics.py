@@ -11,18 +11,9 @@ import os
 
 import matplotlib
 import numpy as np
-from clu import metrics as clu_metrics
-import flax
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-
-@flax.struct.dataclass
-class TrainMetrics(clu_metrics.Collection):
-  """Running means over the training steps since the last report."""
-  loss: clu_metrics.Average.from_output("loss")
-  accuracy: clu_metrics.Average.from_output("accuracy")
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int,

@@ -21,7 +21,7 @@ from clu import metric_writers, periodic_actions
 from clu import metrics as clu_metrics
 from flax import nnx
 
-from ferjax import checkpointing, errors, evaluate as evaluate_lib, sharding
+from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, sharding
 from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
@@ -44,20 +44,6 @@ class TrainState:
   opt_state: optax.OptState
 
 
-def normalise(pixels: jax.Array, input_config: ml_collections.ConfigDict) -> jax.Array:
-  """uint8 pixels -> (x / 255 - mean) / std in float32, on the device."""
-  mean = jnp.asarray(input_config.mean, jnp.float32)
-  std = jnp.asarray(input_config.std, jnp.float32)
-  return (pixels.astype(jnp.float32) / 255.0 - mean) / std
-
-
-def forward(model: nnx.Module, batch: dict, input_config, *, train: bool) -> dict:
-  """Runs the model on the batch's `image` or `frames` (and `mask` for batch-aware models)."""
-  pixels = batch["frames"] if "frames" in batch else batch["image"]
-  kwargs = {"mask": batch["mask"]} if getattr(model, "takes_mask", False) else {}
-  return model(normalise(pixels, input_config), train=train, **kwargs)
-
-
 def masked_accuracy(scores: jax.Array, batch: dict) -> jax.Array:
   correct = (jnp.argmax(scores, -1) == batch["label"]) & batch["mask"]
   return jnp.sum(correct) / jnp.maximum(jnp.sum(batch["mask"]), 1)
@@ -69,7 +55,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, input_config):
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     def loss_fn(params, rest):
       model, objective = nnx.merge(graphdef, params, rest, copy=True)
-      outputs = forward(model, batch, input_config, train=True)
+      outputs = model_inputs.forward(model, batch, input_config, train=True)
       loss, metrics = objective(outputs, batch, state.step)
       return loss, (outputs, metrics, nnx.state((model, objective), nnx.Not(nnx.Param)))
 
@@ -150,8 +136,8 @@ class Experiment:
     dummy = {"image": jax.ShapeDtypeStruct(shape, jnp.uint8),
              "mask": jax.ShapeDtypeStruct((1,), jnp.bool_)}
     graphdef, state = nnx.split(model)
-    out = jax.eval_shape(lambda s, b: forward(nnx.merge(graphdef, s), b, self.config.input,
-                                              train=False), state, dummy)
+    out = jax.eval_shape(lambda s, b: model_inputs.forward(
+        nnx.merge(graphdef, s), b, self.config.input, train=False), state, dummy)
     return out["features"].shape[-1]
 
   def _objective_inputs(self) -> dict:

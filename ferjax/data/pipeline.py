@@ -116,13 +116,13 @@ def open_split(dataset_config: ml_collections.ConfigDict, split: str, *,
                            f"{dataset_config.name} has {len(stored_classes)} classes")
   class_names = (stored_classes[:num_classes] if stored_classes
                  else labels.class_names(num_classes))
-  positions = _kept_positions(builder, split, source, dataset_config, train=train)
-  if not len(positions):
-    raise errors.UserError(f"no examples left in {dataset_config.name}:{split} after "
-                           "the config's filters (num_classes, fold, min_frames)")
   metadata = builder.info.metadata or {}
   columns = {name: np.asarray(per_split[split]) for name, per_split in metadata.items()
              if isinstance(per_split, dict) and split in per_split}
+  positions = _kept_positions(source, columns, dataset_config, features, train=train)
+  if not len(positions):
+    raise errors.UserError(f"no examples left in {dataset_config.name}:{split} after "
+                           "the config's filters (num_classes, fold, min_frames)")
   return SplitSource(source, positions, class_names, len(source), columns)
 
 
@@ -145,20 +145,20 @@ def _filter_checks(dataset_config, features, *, train: bool) -> dict:
   return checks
 
 
-def _kept_positions(builder, split: str, source, dataset_config, *, train: bool) -> np.ndarray:
+def _kept_positions(source, columns: dict[str, np.ndarray], dataset_config, features, *,
+                    train: bool) -> np.ndarray:
   """Record positions passing the config's filters.
 
-  Uses the per-record columns that ferjax's builders store in
+  Uses the per-record `columns` that ferjax's builders store in
   `info.metadata[feature][split]` when they cover every filtered feature, so
   that e.g. a DFEW fold is selected without reading any video; otherwise reads
   the records once.
   """
-  checks = _filter_checks(dataset_config, builder.info.features, train=train)
+  checks = _filter_checks(dataset_config, features, train=train)
   if not checks:
     return np.arange(len(source))
-  columns = builder.info.metadata or {}
-  if all(split in columns.get(name, {}) for name in checks):
-    values = {name: np.asarray(columns[name][split]) for name in checks}
+  if all(name in columns for name in checks):
+    values = {name: columns[name] for name in checks}
   else:
     records = [source[i] for i in range(len(source))]
     values = {name: np.asarray([r[name] for r in records]) for name in checks}
