@@ -54,7 +54,9 @@ def _parse_flags(argv):
     return FLAGS(argv)
   except flags.Error as e:
     print(f"ferjax: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  except (AttributeError, KeyError) as e:  # ml_collections: override of a missing field.
+    print(f"ferjax: error: unknown config field in an override: {e}", file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == "__main__":

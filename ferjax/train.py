@@ -35,6 +35,12 @@ class Preempted(Exception):
 class NonFiniteLoss(errors.UserError):
   """The loss became NaN or inf; training stopped before saving that state."""
 
+  def __init__(self, loss: str, step: int, last_good_step: int | None):
+    kept = (f"last good checkpoint: step {last_good_step}" if last_good_step is not None
+            else "no checkpoint was written")
+    super().__init__(f"loss is {loss} at step {step}; training stopped ({kept}). Lower "
+                     "config.optimizer.learning_rate or set config.optimizer.grad_clip_norm")
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -194,11 +200,7 @@ class _LossWatch:
     self.pending = []
     for step, metrics in pending:
       if not np.isfinite(metrics["loss"]):
-        kept = (f"last good checkpoint: step {last_good_step}" if last_good_step is not None
-                else "no checkpoint was written")
-        raise NonFiniteLoss(f"loss is {metrics['loss']} at step {step}; training stopped "
-                            f"({kept}). Lower config.optimizer.learning_rate or set "
-                            "config.optimizer.grad_clip_norm")
+        raise NonFiniteLoss(str(metrics["loss"]), step, last_good_step)
     averages = {}
     for name in pending[0][1] if pending else ():
       values = np.asarray([m[name] for _, m in pending], np.float64)
@@ -261,10 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     if isinstance(v, float)})
       if save_now or stop_now:
         if not _all_finite(state.params):
-          raise NonFiniteLoss(f"parameters became NaN/inf by step {step}; training stopped "
-                              f"(last good checkpoint: step {last_saved}). Lower "
-                              "config.optimizer.learning_rate or set config.optimizer."
-                              "grad_clip_norm")
+          raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
         checkpointer.save(step, state, iterator,
                           metrics={config.best_metric: eval_metrics[config.best_metric]}
                           if eval_metrics else None)
