@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.train_crop = "random_crop"        # "random_crop" | "random_resized_crop" | "none"
   config.input.hflip = True
   config.input.gaussian_noise_var = 0.0          # pixel noise (uint8 scale) before resize, p=0.5
+  config.input.random_erasing = 0.0              # probability of torchvision-style erasing
+  config.input.erasing_scale = (0.02, 0.25)      # erased fraction of the crop's area
   config.input.mean = (0.485, 0.456, 0.406)      # on [0, 1] pixels
   config.input.std = (0.229, 0.224, 0.225)
   config.input.num_frames = 16                   # clips: frames per sample
@@ -63,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 0.0          # 0 = no clipping
   config.optimizer.no_decay = ()                 # parameter path names without weight decay
+  config.optimizer.lr_multipliers = ml_collections.ConfigDict()  # path name -> lr factor
 
   config.schedule = ml_collections.ConfigDict()
   config.schedule.name = "cosine"                # "constant" | "cosine" | "step"

@@ -44,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.extra_eval_splits = ("test_pose30", "test_pose45", "test_occlusion")
   config.input.image_size = 224
   config.input.resize_size = 256
+  config.input.random_erasing = 0.5            # spec §5: p 0.5, area 0.02-0.25; 0 = off
 
   config.model.name = "msfe"
   config.model.depth = 18
@@ -72,6 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.learning_rate = 1e-4
   config.optimizer.weight_decay = 1e-4
   config.optimizer.no_decay = ("centers",)     # path names weight decay skips
+  config.optimizer.lr_multipliers.centers = config.objective.ccl.get_ref("center_lr_mult")
   config.schedule.name = "exponential"
   config.schedule.decay_rate = 0.9             # lr x0.9 after every epoch
   config.batch_size = 64
@@ -84,6 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # two epochs (250 steps), so it trains on a laptop CPU in minutes.
     config.input.image_size = 32
     config.input.resize_size = 36
+    config.input.random_erasing = 0.0
     config.optimizer.learning_rate = 1e-3
     config.num_epochs = 2
     config.eval_batch_size = 250

@@ -6,12 +6,11 @@ metadata are gathered to the host, where the metrics and reports (pose
 buckets, embedding diagnostics, AEA's two evaluation modes) are computed.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 from flax import nnx
 
 from ferjax import metrics as metrics_lib, model_inputs, sharding
@@ -106,10 +105,10 @@ class Evaluator:
       workdir = self.experiment.workdir
       metrics_lib.plot_confusion_matrix(
           np.asarray(main["confusion_matrix"]), class_names,
-          os.path.join(workdir, "confusion_matrix.png"),
+          str(epath.Path(workdir) / "confusion_matrix.png"),
           title=f"{config.dataset.name} {config.dataset.eval_split}: WAR {main['war']:.3f} "
                 f"UAR {main['uar']:.3f}")
-      metrics_lib.write_json(os.path.join(workdir, "final_metrics.json"), main)
+      metrics_lib.write_json(str(epath.Path(workdir) / "final_metrics.json"), main)
     return main
 
   def _method_reports(self, outputs: dict, class_names) -> dict:
@@ -124,14 +123,14 @@ class Evaluator:
       reports["pose"] = pose.pose_report(outputs["prediction"], outputs["label"],
                                          outputs["yaw"], outputs.get("pitch"), buckets)
       if is_writer:
-        pose.plot_accuracy_vs_yaw(reports["pose"], os.path.join(workdir, "accuracy_vs_yaw.png"))
+        pose.plot_accuracy_vs_yaw(reports["pose"], str(epath.Path(workdir) / "accuracy_vs_yaw.png"))
     if self.want_features:
       from ferjax.evaluation import embedding  # pylint: disable=g-import-not-at-top
       reports["embedding"] = embedding.embedding_report(outputs["features"], outputs["label"],
                                                         class_names)
       if is_writer:
         embedding.plot_embeddings(outputs["features"], outputs["label"], class_names,
-                                  os.path.join(workdir, "embeddings.png"))
+                                  str(epath.Path(workdir) / "embeddings.png"))
     return reports
 
   def _aea_states(self, state):

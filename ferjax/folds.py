@@ -11,10 +11,10 @@ per-class recalls; a table in percent is printed.
 """
 
 import json
-import os
 import sys
 
 from absl import app, flags, logging
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -36,7 +36,7 @@ SUMMARY_FILE = "folds_summary.json"
 
 
 def fold_workdir(workdir: str, fold: int) -> str:
-  return os.path.join(workdir, f"fold_{fold}")
+  return str(epath.Path(workdir) / f"fold_{fold}")
 
 
 def read_fold_metrics(workdir: str, folds: list[int]) -> dict[int, dict]:
@@ -48,14 +48,13 @@ def read_fold_metrics(workdir: str, folds: list[int]) -> dict[int, dict]:
   """
   results = {}
   for fold in folds:
-    path = os.path.join(fold_workdir(workdir, fold), METRICS_FILE)
-    if not os.path.exists(path):
+    path = epath.Path(fold_workdir(workdir, fold)) / METRICS_FILE
+    if not path.exists():
       raise FileNotFoundError(f"{path} does not exist: fold {fold} has not finished")
-    with open(path) as f:
-      try:
-        metrics = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    try:
+      metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     missing = [key for key in ("war", "uar", "per_class", "step") if key not in metrics]
     if missing:
       raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
@@ -111,8 +110,7 @@ def format_table(summary: dict) -> str:
 def aggregate(workdir: str, folds: list[int]) -> dict:
   """Reads the folds' metrics and writes DIR/folds_summary.json; returns the summary."""
   summary = summarize(read_fold_metrics(workdir, folds))
-  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
-    json.dump(summary, f, indent=2)
+  (epath.Path(workdir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
   return summary
 
 
@@ -125,7 +123,7 @@ def run_folds(config: ml_collections.ConfigDict, workdir: str, folds: list[int])
                            "fold-based dataset")
   for fold in folds:
     fold_dir = fold_workdir(workdir, fold)
-    if os.path.exists(os.path.join(fold_dir, METRICS_FILE)):
+    if (epath.Path(fold_dir) / METRICS_FILE).exists():
       logging.info("fold %d already finished in %s", fold, fold_dir)
       continue
     fold_config = config.copy_and_resolve_references()

@@ -6,11 +6,12 @@ evaluated set. Both are computed from the confusion matrix accumulated over
 the whole evaluation split, with padded rows excluded.
 """
 
+import io
 import json
-import os
 
 import matplotlib
 import numpy as np
+from etils import epath
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -62,13 +63,26 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: tuple[str, ...],
   fig.colorbar(image, ax=ax, fraction=0.046)
   ax.set_title(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig: plt.Figure, path: str, dpi: int) -> None:
+  """Writes `fig` as a PNG to a local or cloud (`gs://`) path and closes it."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=dpi)
   plt.close(fig)
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(buffer.getvalue())
 
 
 def write_json(path: str, payload: dict) -> None:
-  """Writes JSON atomically (a crash never leaves a half-written file)."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  """Writes JSON to a local or cloud path; a crash never leaves a half-written file.
+
+  Locally through a temporary file and an atomic rename; object stores
+  (`gs://`) publish an object only once it is completely written.
+  """
+  path = epath.Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+  tmp.replace(path)

@@ -41,12 +41,19 @@ def make_schedule(schedule_config: ml_collections.ConfigDict, base_lr: float,
   return optax.join_schedules([warmup, main], [warmup_steps])
 
 
+def _path_names(path) -> set[str]:
+  return {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
+
+
 def _decay_mask(params, excluded: tuple[str, ...]):
   """True for parameters whose path contains none of the `excluded` names."""
-  def keep(path, _):
-    names = {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
-    return not names.intersection(excluded)
-  return jax.tree_util.tree_map_with_path(keep, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: not _path_names(path).intersection(excluded), params)
+
+
+def _named_mask(params, name: str):
+  """True for parameters with a path component called `name`."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: name in _path_names(path), params)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
@@ -55,6 +62,9 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
 
   Weight decay skips parameters under any path component named in
   `config.optimizer.no_decay` (e.g. the center cosine loss's `centers`).
+  `config.optimizer.lr_multipliers` maps a path component name to a factor on
+  the learning rate of the parameters under it: their final updates are
+  scaled, which for SGD, Adam and AdamW equals scaling their learning rate.
   """
   opt = config.optimizer
   mask = _decay_mask(params, tuple(opt.no_decay))
@@ -72,4 +82,7 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                              weight_decay=opt.weight_decay, mask=mask))
   else:
     raise ValueError(f"config.optimizer.name {opt.name!r} is not one of sgd, adam, adamw")
+  for name, multiplier in opt.get("lr_multipliers", {}).items():
+    if multiplier != 1.0:
+      chain.append(optax.masked(optax.scale(multiplier), _named_mask(params, name)))
   return optax.chain(*chain)

@@ -7,7 +7,6 @@ when there is one, saves every `checkpoint_every_steps`, on SIGTERM
 `evaluate(config, workdir)` re-evaluates the latest or best checkpoint.
 """
 
-import os
 import signal
 
 import flax
@@ -19,6 +18,7 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 from clu import metrics as clu_metrics
+from etils import epath
 from flax import nnx
 
 from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, sharding
@@ -175,14 +175,14 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _check_workdir(workdir: str) -> None:
+  """Creates the (local or `gs://`) workdir and checks that this process can write to it."""
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    probe = epath.Path(workdir) / f".write_test_{jax.process_index()}"
+    probe.write_text("ok")
+    probe.unlink()
   except OSError as e:
-    raise errors.UserError(f"workdir {workdir} is not writable: {e.strerror}") from None
+    raise errors.UserError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
 
 
 class _LossWatch:
@@ -214,10 +214,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   experiment = Experiment(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
   checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
+      str(epath.Path(workdir) / "checkpoints"), keep=config.keep_checkpoints,
       best_metric=config.best_metric)
   state = experiment.state
   start_step = checkpointer.latest_step() or 0
@@ -296,7 +295,7 @@ def _export_soft_labels(experiment: Experiment, state: TrainState) -> None:
     ids[position] = record["id"].decode() if isinstance(record["id"], bytes) else str(position)
     hard[position] = int(record[experiment.config.dataset.label_key])
   paths = soft_label_mining.export_soft_labels(
-      np.asarray(objective.table[...]), ids, hard, os.path.join(experiment.workdir, "soft_labels"))
+      np.asarray(objective.table[...]), ids, hard, epath.Path(experiment.workdir) / "soft_labels")
   logging.info("Mined soft labels written to %s", ", ".join(paths))
 
 
@@ -307,8 +306,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   official LSTPNet checkpoints) at step 0.
   """
   _check_workdir(workdir)
-  checkpoint_dir = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(checkpoint_dir):
+  checkpoint_dir = str(epath.Path(workdir) / "checkpoints")
+  if not epath.Path(checkpoint_dir).is_dir():
     if not config.init_from:
       raise errors.UserError(f"no checkpoints in {checkpoint_dir}: train first, check "
                              "--workdir, or give --config.init_from")

@@ -58,6 +58,9 @@ print("RESULT " + json.dumps({"joined": joined, "processes": jax.process_count()
 """
 
 
+_PREPARED = "downloaded and prepared to"  # TFDS's line when it has generated a dataset
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -101,10 +104,18 @@ def _result(process: subprocess.Popen, stem: str) -> dict:
   return result
 
 
+def _log(stem: str) -> str:
+  with open(stem + ".out") as out, open(stem + ".err") as err:
+    return out.read() + err.read()
+
+
 @pytest.mark.slow
 def test_two_processes_train_like_one(tfds_data_dir, tmp_path):
+  # The 2-process run starts on an empty shared data dir: process 0 alone
+  # generates the synthetic data while process 1 waits for it.
+  shared = str(tmp_path / "shared_tfds")
   # Both runs at once: start-up (imports, compilation) dominates and overlaps.
-  processes = _start(tmp_path, tfds_data_dir, 2, 2) + _start(tmp_path, tfds_data_dir, 1, 4)
+  processes = _start(tmp_path, shared, 2, 2) + _start(tmp_path, tfds_data_dir, 1, 4)
   try:
     *multi, single = [_result(*p) for p in processes]
   finally:
@@ -113,6 +124,8 @@ def test_two_processes_train_like_one(tfds_data_dir, tmp_path):
         p.kill()
   assert [(r["joined"], r["processes"], r["devices"]) for r in (*multi, single)] == [
       (True, 2, 4), (True, 2, 4), (False, 1, 4)]
+  generated = [_PREPARED in _log(stem) for _, stem in processes[:2]]
+  assert generated == [True, False]
   assert np.all(np.isfinite(single["losses"])) and np.linalg.norm(single["update"]) > 0
   np.testing.assert_array_equal(multi[0]["update"], multi[1]["update"])
   for result in multi:  # Every process sees the same global loss and parameters.

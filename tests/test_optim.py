@@ -53,3 +53,26 @@ def test_sgd_weight_decay_is_l2_and_skips_excluded_paths():
   updates, _ = tx.update(zeros, tx.init(params), params)
   np.testing.assert_allclose(updates["w"], -0.5 * np.ones(2))
   np.testing.assert_allclose(updates["centers"], np.zeros(2))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_lr_multiplier_scales_only_the_named_parameters(name):
+  config = default.get_config()
+  config.optimizer.update(name=name, momentum=0.0, weight_decay=0.0)
+  config.optimizer.lr_multipliers = ml_collections.ConfigDict({"centers": 3.0})
+  params = {"backbone": {"w": jnp.ones(2)}, "objective": {"centers": jnp.ones(2)}}
+  grads = {"backbone": {"w": jnp.array([0.2, -0.4])},
+           "objective": {"centers": jnp.array([0.2, -0.4])}}
+  tx = optim.make_optimizer(config, lambda _: 0.1, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # SGD: -lr * g; Adam's first step: -lr * sign(g) (bias-corrected m / sqrt(v)).
+  base = -0.1 * (grads["backbone"]["w"] if name == "sgd" else jnp.sign(grads["backbone"]["w"]))
+  np.testing.assert_allclose(updates["backbone"]["w"], base, rtol=1e-5)
+  np.testing.assert_allclose(updates["objective"]["centers"], 3.0 * base, rtol=1e-5)
+
+
+def test_msfe_config_ties_center_lr_multiplier_to_ccl_field():
+  from configs import msfe  # pylint: disable=g-import-not-at-top
+  config = msfe.get_config("synthetic")
+  config.objective.ccl.center_lr_mult = 10.0
+  assert config.optimizer.lr_multipliers.centers == 10.0

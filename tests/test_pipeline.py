@@ -104,3 +104,26 @@ def test_gaussian_noise_before_resize_half_of_the_time():
   noisy = [not (np.asarray(augment.add_gaussian_noise(image, 30.0, np.random.default_rng(s)))
                 == 100).all() for s in range(200)]
   assert 0.35 < np.mean(noisy) < 0.65
+
+
+def test_random_erasing_box_area_and_probability():
+  boxes = [augment.random_erasing_box(100, np.random.default_rng(s), (0.02, 0.25))
+           for s in range(300)]
+  for top, left, h, w in boxes:
+    assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 100
+    assert 0.015 * 100 * 100 <= h * w <= 0.26 * 100 * 100   # rounding of h and w
+  encoded = io.BytesIO()
+  Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(encoded, "PNG")
+  transform = augment.ImageTransform(train=True, image_size=16, resize_size=16,
+                                     train_crop="none", hflip=False, gaussian_noise_var=0,
+                                     erasing_prob=0.5, erasing_fill=(124, 116, 104))
+  outputs = [transform.image(encoded.getvalue(), np.random.default_rng(s)) for s in range(200)]
+  erased = [(o == (124, 116, 104)).all(-1) for o in outputs]
+  assert 0.35 < np.mean([e.any() for e in erased]) < 0.65
+  for o, e in zip(outputs, erased):  # one filled rectangle; the rest untouched
+    assert (o[~e] == 7).all()
+    if e.any():
+      rows, cols = np.nonzero(e)
+      assert e[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+  clip = transform.clip([encoded.getvalue()] * 3, np.random.default_rng(1))
+  assert all((f == clip[0]).all() for f in clip)   # the same box on every frame

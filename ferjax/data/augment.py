@@ -51,17 +51,41 @@ def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
   return left, top, left + side, top + side
 
 
+def random_erasing_box(size: int, rng: np.random.Generator, scale: tuple[float, float],
+                       ratio=(0.3, 3.3)) -> tuple[int, int, int, int] | None:
+  """torchvision RandomErasing's rectangle (top, left, height, width) in a `size`^2 image.
+
+  Area ~ U(scale) * size^2 and log aspect ~ U(log ratio), 10 tries; None when
+  no try fits (torchvision then leaves the image unchanged).
+  """
+  area = size * size
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target_area = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    h = int(round(math.sqrt(target_area * aspect)))
+    w = int(round(math.sqrt(target_area / aspect)))
+    if 0 < h < size and 0 < w < size:
+      return int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1)), h, w
+  return None
+
+
 class ImageTransform:
   """Train or eval transform of one image or one clip (same parameters for all frames).
 
   Train: [noise] -> resize to `resize_size` -> random crop `image_size`
-  (or random resized crop from the original) -> [horizontal flip].
+  (or random resized crop from the original) -> [horizontal flip] ->
+  [random erasing with probability `erasing_prob`: a rectangle of
+  `erasing_scale` of the area filled with `erasing_fill`, the uint8 image of
+  the normalisation mean, i.e. torchvision's value 0 after normalising].
   Eval: resize to `resize_size` -> center crop `image_size`.
   Output: uint8 `[image_size, image_size, 3]` (or `[T, ...]` for clips).
   """
 
   def __init__(self, *, train: bool, image_size: int, resize_size: int, train_crop: str,
-               hflip: bool, gaussian_noise_var: float):
+               hflip: bool, gaussian_noise_var: float, erasing_prob: float = 0.0,
+               erasing_scale: tuple[float, float] = (0.02, 0.25),
+               erasing_fill: tuple[int, int, int] = (0, 0, 0)):
     if train_crop not in ("random_crop", "random_resized_crop", "none"):
       raise ValueError(f"config.input.train_crop must be random_crop, random_resized_crop "
                        f"or none, got {train_crop!r}")
@@ -74,12 +98,16 @@ class ImageTransform:
     self.train_crop = train_crop
     self.hflip = hflip
     self.noise_var = gaussian_noise_var
+    self.erasing_prob = erasing_prob
+    self.erasing_scale = tuple(erasing_scale)
+    self.erasing_fill = np.asarray(erasing_fill, np.uint8)
 
   def _plan(self, width: int, height: int, rng: np.random.Generator | None) -> dict:
     """Draws the random parameters once, so every frame of a clip shares them."""
     size, resize = self.image_size, self.resize_size
     offset = (resize - size) // 2
-    plan = {"box": None, "resize": resize, "crop": (offset, offset), "flip": False}
+    plan = {"box": None, "resize": resize, "crop": (offset, offset), "flip": False,
+            "erase": None}
     if not self.train:
       return plan
     if self.train_crop == "random_resized_crop":
@@ -90,6 +118,8 @@ class ImageTransform:
     else:
       plan.update(resize=size, crop=(0, 0))
     plan["flip"] = self.hflip and bool(rng.random() < 0.5)
+    if self.erasing_prob > 0 and rng.random() < self.erasing_prob:
+      plan["erase"] = random_erasing_box(size, rng, self.erasing_scale)
     return plan
 
   def _apply(self, image: Image.Image, plan: dict) -> np.ndarray:
@@ -99,7 +129,12 @@ class ImageTransform:
       image = image.resize((plan["resize"], plan["resize"]), Image.BILINEAR)
     left, top = plan["crop"]
     pixels = np.asarray(image, np.uint8)[top:top + self.image_size, left:left + self.image_size]
-    return pixels[:, ::-1] if plan["flip"] else pixels
+    pixels = pixels[:, ::-1] if plan["flip"] else pixels
+    if plan["erase"] is not None:
+      top, left, h, w = plan["erase"]
+      pixels = pixels.copy()
+      pixels[top:top + h, left:left + w] = self.erasing_fill
+    return pixels
 
   def image(self, encoded: bytes, rng: np.random.Generator | None, key: str = "") -> np.ndarray:
     """Encoded image -> uint8 `[S, S, 3]`."""

@@ -21,6 +21,7 @@ import os
 
 import grain
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
@@ -50,10 +51,9 @@ def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
     raise errors.UserError(f"config.dataset.name {name!r} is not a known dataset: "
                            f"{str(e).splitlines()[0]}") from None
-  if builder.is_prepared():
-    return builder
   if name.startswith(SYNTHETIC_PREFIX):
-    builder.download_and_prepare(file_format="array_record")
+    return _prepare_synthetic(builder, name, data_dir)
+  if builder.is_prepared():
     return builder
   dataset, _, builder_config = name.split(":")[0].partition("/")
   config_flag = f" --config={builder_config}" if builder_config else ""
@@ -62,6 +62,27 @@ def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
       f"download with `python -m ferjax.data.prepare {dataset}{config_flag} --manual_dir=DIR "
       f"--data_dir={data_dir}` (see docs/datasets.md), or train on the built-in synthetic "
       "data with the config's :synthetic variant (--config=configs/NAME.py:synthetic)")
+
+
+def _prepare_synthetic(builder: tfds.core.DatasetBuilder, name: str,
+                       data_dir: str) -> tfds.core.DatasetBuilder:
+  """Generates the synthetic dataset where it is missing, process 0 first.
+
+  On a data dir shared by all hosts (NFS, `gs://`) only process 0 writes; the
+  others wait at a barrier and then find it prepared. A host whose data dir is
+  local and still empty after the barrier generates its own copy, which is
+  byte-identical (the data is a function of the builder config's seed). Every
+  process passes the barrier, prepared or not, so none can wait forever.
+  """
+  if jax.process_index() == 0 and not builder.is_prepared():
+    builder.download_and_prepare(file_format="array_record")
+  if jax.process_count() == 1:
+    return builder
+  multihost_utils.sync_global_devices(f"ferjax: synthetic dataset {name} prepared")
+  builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    builder.download_and_prepare(file_format="array_record")
+  return builder
 
 
 @dataclasses.dataclass
@@ -199,7 +220,9 @@ class BatchLoader:
     self.transform = augment.ImageTransform(
         train=train, image_size=config.input.image_size,
         resize_size=config.input.resize_size, train_crop=config.input.train_crop,
-        hflip=config.input.hflip, gaussian_noise_var=config.input.gaussian_noise_var)
+        hflip=config.input.hflip, gaussian_noise_var=config.input.gaussian_noise_var,
+        erasing_prob=config.input.random_erasing, erasing_scale=config.input.erasing_scale,
+        erasing_fill=tuple(int(round(255 * m)) for m in config.input.mean))
 
   @functools.lru_cache(maxsize=2)
   def _order(self, epoch: int) -> np.ndarray:

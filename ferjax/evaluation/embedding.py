@@ -13,6 +13,8 @@ import numpy as np
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from ferjax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 PROJECTIONS = ("pca", "tsne")
 
 
@@ -112,5 +114,4 @@ def plot_embeddings(features: np.ndarray, labels: np.ndarray, class_names: Seque
   ax.set_ylabel(f"{method} 2")
   ax.set_title(title or f"embeddings ({method}, L2-normalised)")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  metrics_lib.save_figure(fig, path, dpi=100)

@@ -8,7 +8,6 @@ bucket the absolute angle |yaw|. For datasets with discrete views, edges at
 the midpoints between views give per-view accuracy.
 """
 
-import os
 from collections.abc import Sequence
 
 import matplotlib
@@ -16,6 +15,8 @@ import numpy as np
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from ferjax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _number(x: float) -> str:
@@ -128,7 +129,4 @@ def plot_accuracy_vs_yaw(report: dict, path: str, title: str = "") -> None:
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  if os.path.dirname(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  metrics_lib.save_figure(fig, path, dpi=120)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ferjax.models import init
+from ferjax.models import init, small_map_conv
 
 BlockHook = Callable[[int, int, int, nnx.Rngs], nnx.Module | None]
 
@@ -46,12 +46,13 @@ def batch_norm(features: int, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
 
 def conv(in_features: int, out_features: int, kernel: int, stride: int = 1, *,
          use_bias: bool = False, dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
-  """A kxk conv with torchvision's symmetric padding k//2."""
+  """A kxk conv with torchvision's symmetric padding k//2 (tiny maps: see small_map_conv)."""
   pad = kernel // 2
   bias_init = init.torch_default_bias_init(in_features * kernel * kernel)
   return nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
                   padding=((pad, pad), (pad, pad)), use_bias=use_bias,
                   kernel_init=init.resnet_conv_init, bias_init=bias_init,
+                  conv_general_dilated=small_map_conv.conv_general_dilated,
                   dtype=dtype, rngs=rngs)
 
 
