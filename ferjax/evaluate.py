@@ -102,19 +102,19 @@ class Evaluator:
     if aea_modes:
       main["aea_eval_modes"] = aea_modes
     if jax.process_index() == 0:
-      workdir = self.experiment.workdir
+      workdir = epath.Path(self.experiment.workdir)
       metrics_lib.plot_confusion_matrix(
           np.asarray(main["confusion_matrix"]), class_names,
-          str(epath.Path(workdir) / "confusion_matrix.png"),
+          str(workdir / "confusion_matrix.png"),
           title=f"{config.dataset.name} {config.dataset.eval_split}: WAR {main['war']:.3f} "
                 f"UAR {main['uar']:.3f}")
-      metrics_lib.write_json(str(epath.Path(workdir) / "final_metrics.json"), main)
+      metrics_lib.write_json(str(workdir / "final_metrics.json"), main)
     return main
 
   def _method_reports(self, outputs: dict, class_names) -> dict:
     """Pose buckets (config.eval_pose_buckets) and embedding diagnostics (eval_embeddings)."""
     config = self.experiment.config
-    workdir = self.experiment.workdir
+    workdir = epath.Path(self.experiment.workdir)
     is_writer = jax.process_index() == 0
     reports = {}
     buckets = tuple(config.eval_pose_buckets)
@@ -123,14 +123,14 @@ class Evaluator:
       reports["pose"] = pose.pose_report(outputs["prediction"], outputs["label"],
                                          outputs["yaw"], outputs.get("pitch"), buckets)
       if is_writer:
-        pose.plot_accuracy_vs_yaw(reports["pose"], str(epath.Path(workdir) / "accuracy_vs_yaw.png"))
+        pose.plot_accuracy_vs_yaw(reports["pose"], str(workdir / "accuracy_vs_yaw.png"))
     if self.want_features:
       from ferjax.evaluation import embedding  # pylint: disable=g-import-not-at-top
       reports["embedding"] = embedding.embedding_report(outputs["features"], outputs["label"],
                                                         class_names)
       if is_writer:
         embedding.plot_embeddings(outputs["features"], outputs["label"], class_names,
-                                  str(epath.Path(workdir) / "embeddings.png"))
+                                  str(workdir / "embeddings.png"))
     return reports
 
   def _aea_states(self, state):

@@ -306,15 +306,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   official LSTPNet checkpoints) at step 0.
   """
   _check_workdir(workdir)
-  checkpoint_dir = str(epath.Path(workdir) / "checkpoints")
-  if not epath.Path(checkpoint_dir).is_dir():
+  checkpoint_dir = epath.Path(workdir) / "checkpoints"
+  if not checkpoint_dir.is_dir():
     if not config.init_from:
       raise errors.UserError(f"no checkpoints in {checkpoint_dir}: train first, check "
                              "--workdir, or give --config.init_from")
     experiment = Experiment(config, workdir)
     return evaluate_lib.Evaluator(experiment).evaluate(experiment.state, 0, write_reports=True)
   experiment = Experiment(config, workdir)
-  checkpointer = checkpointing.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints,
+  checkpointer = checkpointing.Checkpointer(str(checkpoint_dir), keep=config.keep_checkpoints,
                                             best_metric=config.best_metric)
   try:
     if config.eval_checkpoint not in ("latest", "best"):

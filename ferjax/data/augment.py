@@ -32,16 +32,25 @@ def add_gaussian_noise(image: Image.Image, variance: float,
   return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
-def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
-                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-  """torchvision's RandomResizedCrop box (left, top, right, bottom); center crop fallback."""
-  area = width * height
+def _rectangle_tries(area: int, rng: np.random.Generator, scale: tuple[float, float],
+                     ratio: tuple[float, float]):
+  """torchvision's 10 tries of a random rectangle: yields (round(sqrt(a*r)), round(sqrt(a/r)))
+
+  for a = area * U(scale) and log r ~ U(log ratio). Lazy, so a caller that
+  stops at a fitting try draws nothing more from `rng`.
+  """
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
   for _ in range(10):
     target_area = area * rng.uniform(*scale)
     aspect = math.exp(rng.uniform(*log_ratio))
-    w = int(round(math.sqrt(target_area * aspect)))
-    h = int(round(math.sqrt(target_area / aspect)))
+    yield (int(round(math.sqrt(target_area * aspect))),
+           int(round(math.sqrt(target_area / aspect))))
+
+
+def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
+                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """torchvision's RandomResizedCrop box (left, top, right, bottom); center crop fallback."""
+  for w, h in _rectangle_tries(width * height, rng, scale, ratio):
     if 0 < w <= width and 0 < h <= height:
       left = int(rng.integers(0, width - w + 1))
       top = int(rng.integers(0, height - h + 1))
@@ -55,16 +64,10 @@ def random_erasing_box(size: int, rng: np.random.Generator, scale: tuple[float, 
                        ratio=(0.3, 3.3)) -> tuple[int, int, int, int] | None:
   """torchvision RandomErasing's rectangle (top, left, height, width) in a `size`^2 image.
 
-  Area ~ U(scale) * size^2 and log aspect ~ U(log ratio), 10 tries; None when
-  no try fits (torchvision then leaves the image unchanged).
+  Area ~ U(scale) * size^2 and log aspect (h/w) ~ U(log ratio), 10 tries; None
+  when no try fits (torchvision then leaves the image unchanged).
   """
-  area = size * size
-  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-  for _ in range(10):
-    target_area = area * rng.uniform(*scale)
-    aspect = math.exp(rng.uniform(*log_ratio))
-    h = int(round(math.sqrt(target_area * aspect)))
-    w = int(round(math.sqrt(target_area / aspect)))
+  for h, w in _rectangle_tries(size * size, rng, scale, ratio):
     if 0 < h < size and 0 < w < size:
       return int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1)), h, w
   return None
