@@ -30,17 +30,18 @@ def tfds_data_dir(tmp_path_factory) -> str:
   return data_dir
 
 
+def run_cli(args, data_dir: str, *, env: dict | None = None, timeout: int = 600,
+            check: bool = True) -> subprocess.CompletedProcess:
+  """Runs `python -m ferjax.main ARGS` from the repository root on `data_dir`."""
+  full_env = dict(os.environ, TFDS_DATA_DIR=data_dir, **(env or {}))
+  result = subprocess.run([sys.executable, "-m", "ferjax.main", *args], cwd=REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f"ferjax.main failed ({result.returncode}):\n{result.stderr[-4000:]}")
+  return result
+
+
 @pytest.fixture
 def ferjax_cli(tfds_data_dir):
-  """Runs `python -m ferjax.main ARGS` from the repository root on the tiny data."""
-
-  def run(args, *, env: dict | None = None, timeout: int = 600,
-          check: bool = True) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, TFDS_DATA_DIR=tfds_data_dir, **(env or {}))
-    result = subprocess.run([sys.executable, "-m", "ferjax.main", *args], cwd=REPO,
-                            env=full_env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-      raise AssertionError(f"ferjax.main failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result
-
-  return run
+  """`run_cli` on the tiny data."""
+  return lambda args, **kwargs: run_cli(args, tfds_data_dir, **kwargs)

@@ -1,8 +1,9 @@
-"""`config.init_from`: starting a model from converted or PyTorch weights.
+"""`config.init_from`: starting a model from converted, PyTorch or ferjax-run weights.
 
 A converted ResNet (torchvision ImageNet, MS-Celeb-1M) loads into the one
 `ResNet` inside any ferjax model (the model itself, `model.backbone`, ...); a
-converted LSTPNet into the one `LSTPNet`.
+converted LSTPNet into the one `LSTPNet`. A ferjax run's workdir gives the
+weights of its own ResNet or LSTPNet the same way (`from_run`).
 """
 
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ import os
 import numpy as np
 from flax import nnx
 
-from ferjax.convert import saved, torch_lstpnet, torch_resnet
+from ferjax.convert import from_run, saved, torch_lstpnet, torch_resnet
 from ferjax.convert.state import Converted, LoadReport, Path, load_converted
 from ferjax.convert.torch_file import read_state_dict
 from ferjax.models.lstpnet import LSTPNet
@@ -61,7 +62,8 @@ def load_init(model: nnx.Module, path: str, *, partial: bool,
   Args:
     model: a ferjax model holding concrete arrays (already sharded or not:
       loaded arrays take each variable's sharding and dtype).
-    path: a directory written by `python -m ferjax.convert`, or a PyTorch
+    path: a ferjax workdir or checkpoint step directory (see `from_run`), a
+      directory written by `python -m ferjax.convert`, or a PyTorch
       file (.pth/.pt: torchvision-layout ResNet or an official LSTPNet
       checkpoint), which needs torch.
     partial: False: every model variable must be filled from an array of its
@@ -80,7 +82,9 @@ def load_init(model: nnx.Module, path: str, *, partial: bool,
   """
   if not path:
     raise ValueError("init_from is empty: give a converted directory or a PyTorch file")
-  if os.path.isdir(path):
+  if from_run.is_run(path):
+    converted = from_run.read_run(path)
+  elif os.path.isdir(path):
     converted = saved.read_converted(path)
   else:
     converted = convert_torch(read_state_dict(path), source=path, class_order=class_order)

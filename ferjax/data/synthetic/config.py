@@ -80,9 +80,12 @@ class SyntheticFerConfig(tfds.core.BuilderConfig):
 
 _IMAGES = dict(kind="images", image_size=64, num_train=8000, num_test=2000,
                num_train_identities=400, num_test_identities=100)
-_CLIPS = dict(kind="clips", image_size=48, num_train=2000, num_test=500,
+# 1.1.0: clip frames at the images' 64x64 (were 48x48), so the quickstart's face
+# model can start a clip model's backbone at the scale it was trained on.
+_CLIPS = dict(kind="clips", image_size=64, num_train=2000, num_test=500,
               num_train_identities=200, num_test_identities=50, num_frames=16,
-              window_fraction=0.25, blink_rate=0.04)
+              window_fraction=0.25, blink_rate=0.04, version="1.1.0",
+              release_notes={"1.1.0": "64x64 frames (were 48x48)."})
 
 CONFIGS: dict[str, SyntheticFerConfig] = {c.name: c for c in [
     SyntheticFerConfig(
@@ -99,7 +102,7 @@ CONFIGS: dict[str, SyntheticFerConfig] = {c.name: c for c in [
         kind="images", image_size=32, num_train=300, num_test=200,
         num_train_identities=30, num_test_identities=20),
     SyntheticFerConfig(
-        name="clips", description="16 frames of 48x48, a quarter of the clips windowed.",
+        name="clips", description="16 frames of 64x64, a quarter of the clips windowed.",
         **_CLIPS),
     SyntheticFerConfig(
         name="clips_window", description="As clips, every clip expressive only in a 2-4 frame window.",

@@ -1,0 +1,94 @@
+"""Weights of a ferjax training run as `Converted`: starting one run from another.
+
+`init_from` may name a ferjax workdir (its latest checkpoint is read) or one of
+its step directories, `WORKDIR/checkpoints/STEP`. The run's `config.json`
+rebuilds the structure of its model; the weights of the model's one LSTPNet,
+or else its one ResNet, are what loads. So a ResNet trained on face images
+starts the backbone of a clip model (LSTPNet, frame average), as the paper's
+MS-Celeb-1M ResNet-18 does, and a DFEW LSTPNet run starts an AFEW one.
+"""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+
+from ferjax.convert import torch_lstpnet, torch_resnet
+from ferjax.convert.state import Converted, path_key
+from ferjax.models import registry
+from ferjax.models.lstpnet import LSTPNet
+from ferjax.models.resnet import ResNet
+
+# The model is the first element of the (model, objective) pair a train state holds.
+_MODEL = "0"
+
+
+def _run_and_step(path: str) -> tuple[epath.Path, epath.Path] | None:
+  """(workdir, step directory) when `path` is a ferjax workdir or a step of one."""
+  path = epath.Path(path)
+  if (path / "config.json").exists() and (path / "checkpoints").is_dir():
+    steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
+    if not steps:
+      raise ValueError(f"{path}: a ferjax workdir without any saved checkpoint")
+    return path, path / "checkpoints" / str(steps[-1])
+  if path.name.isdigit() and path.parent.name == "checkpoints":
+    workdir = path.parent.parent
+    if (workdir / "config.json").exists():
+      return workdir, path
+  return None
+
+
+def is_run(path: str) -> bool:
+  """True when `path` is a ferjax workdir or one of its checkpoint step directories."""
+  return _run_and_step(path) is not None
+
+
+def _flatten(tree, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], np.ndarray]:
+  """Nested checkpoint dict -> {variable path: array} (NNX's `value` leaves unwrapped)."""
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, dict) and set(value) != {"value"}:
+      flat.update(_flatten(value, prefix + (str(name),)))
+    else:
+      flat[prefix + (str(name),)] = np.asarray(value["value"] if isinstance(value, dict)
+                                               else value)
+  return flat
+
+
+def _weights_root(config: ml_collections.ConfigDict) -> tuple[str, tuple[str, ...]]:
+  """(family, path of that family's module) inside the model `config` describes."""
+  model = nnx.eval_shape(lambda: registry.build_model(
+      config.model, config.dataset.num_classes, rngs=nnx.Rngs(0)))
+  for family, cls in ((torch_lstpnet.FAMILY, LSTPNet), (torch_resnet.FAMILY, ResNet)):
+    found = [path for path, module in nnx.iter_modules(model) if isinstance(module, cls)]
+    if len(found) == 1:
+      return family, tuple(str(part) for part in found[0])
+  raise ValueError(f"model {config.model.name!r} holds no single LSTPNet or ResNet to load from")
+
+
+def read_run(path: str) -> Converted:
+  """The LSTPNet or ResNet weights (parameters and BatchNorm statistics) of a ferjax run.
+
+  Raises:
+    ValueError: `path` is not a readable ferjax run, or its model has neither module.
+  """
+  found = _run_and_step(path)
+  if found is None:
+    raise ValueError(f"{path}: not a ferjax workdir (config.json + checkpoints/) or a "
+                     "checkpoint step directory of one")
+  workdir, step_dir = found
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  family, root = _weights_root(config)
+  try:
+    state = ocp.StandardCheckpointer().restore(step_dir / "state")
+  except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+    raise ValueError(f"{step_dir}: checkpoint cannot be read ({type(e).__name__})") from None
+  variables = {**_flatten(jax.device_get(state["params"].get(_MODEL, {}))),
+               **_flatten(jax.device_get(state["rest"].get(_MODEL, {})))}
+  arrays = {path_key(key[len(root):]): (f"{step_dir.name}:{path_key(key)}", value)
+            for key, value in variables.items() if key[:len(root)] == root}
+  return Converted(family, arrays)
