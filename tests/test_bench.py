@@ -82,7 +82,7 @@ def test_input_pipeline_rate(tfds_data_dir, model, dataset):
   assert (row["workers"], row["batches"], row["batch_size"]) == (0, 3, 4)
   assert row["window_s"] > 0 and row["startup_s"] > 0 and row["examples_per_s"] > 0
   if model == "lstpnet":
-    assert row["frames_per_s"] == pytest.approx(16 * row["examples_per_s"])
+    assert row["frames_per_s"] == pytest.approx(config.input.num_frames * row["examples_per_s"])
 
 
 @pytest.mark.slow

@@ -30,8 +30,10 @@ _MODEL = "0"
 def _run_and_step(path: str) -> tuple[epath.Path, epath.Path] | None:
   """(workdir, step directory) when `path` is a ferjax workdir or a step of one."""
   path = epath.Path(path)
-  if (path / "config.json").exists() and (path / "checkpoints").is_dir():
-    steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
+  if (path / "config.json").exists():
+    checkpoints = path / "checkpoints"
+    steps = sorted(int(p.name) for p in checkpoints.iterdir()
+                   if p.name.isdigit()) if checkpoints.is_dir() else []
     if not steps:
       raise ValueError(f"{path}: a ferjax workdir without any saved checkpoint")
     return path, path / "checkpoints" / str(steps[-1])
