@@ -18,17 +18,20 @@ from etils import epath
 from flax import nnx
 
 from ferjax.convert import torch_lstpnet, torch_resnet
+from ferjax.convert.families import module_path
 from ferjax.convert.state import Converted, path_key
 from ferjax.models import registry
-from ferjax.models.lstpnet import LSTPNet
-from ferjax.models.resnet import ResNet
 
 # The model is the first element of the (model, objective) pair a train state holds.
 _MODEL = "0"
 
 
-def _run_and_step(path: str) -> tuple[epath.Path, epath.Path] | None:
-  """(workdir, step directory) when `path` is a ferjax workdir or a step of one."""
+def find_run(path: str) -> tuple[epath.Path, epath.Path] | None:
+  """(workdir, step directory) when `path` is a ferjax workdir or a step of one, else None.
+
+  Raises:
+    ValueError: `path` is a ferjax workdir without any saved checkpoint.
+  """
   path = epath.Path(path)
   if (path / "config.json").exists():
     checkpoints = path / "checkpoints"
@@ -36,17 +39,12 @@ def _run_and_step(path: str) -> tuple[epath.Path, epath.Path] | None:
                    if p.name.isdigit()) if checkpoints.is_dir() else []
     if not steps:
       raise ValueError(f"{path}: a ferjax workdir without any saved checkpoint")
-    return path, path / "checkpoints" / str(steps[-1])
+    return path, checkpoints / str(steps[-1])
   if path.name.isdigit() and path.parent.name == "checkpoints":
     workdir = path.parent.parent
     if (workdir / "config.json").exists():
       return workdir, path
   return None
-
-
-def is_run(path: str) -> bool:
-  """True when `path` is a ferjax workdir or one of its checkpoint step directories."""
-  return _run_and_step(path) is not None
 
 
 def _flatten(tree, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], np.ndarray]:
@@ -65,24 +63,22 @@ def _weights_root(config: ml_collections.ConfigDict) -> tuple[str, tuple[str, ..
   """(family, path of that family's module) inside the model `config` describes."""
   model = nnx.eval_shape(lambda: registry.build_model(
       config.model, config.dataset.num_classes, rngs=nnx.Rngs(0)))
-  for family, cls in ((torch_lstpnet.FAMILY, LSTPNet), (torch_resnet.FAMILY, ResNet)):
-    found = [path for path, module in nnx.iter_modules(model) if isinstance(module, cls)]
-    if len(found) == 1:
-      return family, tuple(str(part) for part in found[0])
+  for family in (torch_lstpnet.FAMILY, torch_resnet.FAMILY):
+    try:
+      return family, tuple(str(part) for part in module_path(model, family))
+    except ValueError:
+      continue
   raise ValueError(f"model {config.model.name!r} holds no single LSTPNet or ResNet to load from")
 
 
-def read_run(path: str) -> Converted:
-  """The LSTPNet or ResNet weights (parameters and BatchNorm statistics) of a ferjax run.
+def read_run(workdir: epath.Path, step_dir: epath.Path) -> Converted:
+  """The LSTPNet or ResNet weights (parameters and BatchNorm statistics) saved in `step_dir`.
+
+  `workdir` and `step_dir` are what `find_run` returns.
 
   Raises:
-    ValueError: `path` is not a readable ferjax run, or its model has neither module.
+    ValueError: an unreadable checkpoint, or a model with neither module.
   """
-  found = _run_and_step(path)
-  if found is None:
-    raise ValueError(f"{path}: not a ferjax workdir (config.json + checkpoints/) or a "
-                     "checkpoint step directory of one")
-  workdir, step_dir = found
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   family, root = _weights_root(config)
   try:

@@ -13,14 +13,9 @@ import numpy as np
 from flax import nnx
 
 from ferjax.convert import from_run, saved, torch_lstpnet, torch_resnet
-from ferjax.convert.state import Converted, LoadReport, Path, load_converted
+from ferjax.convert.families import module_path
+from ferjax.convert.state import Converted, LoadReport, load_converted
 from ferjax.convert.torch_file import read_state_dict
-from ferjax.models.lstpnet import LSTPNet
-from ferjax.models.resnet import ResNet
-
-FAMILY_MODULES: dict[str, type[nnx.Module]] = {
-    torch_resnet.FAMILY: ResNet, torch_lstpnet.FAMILY: LSTPNet}
-
 
 def torch_family(state_dict: Mapping[str, np.ndarray]) -> str:
   """'lstpnet' for the official LSTPNet key layout, else 'resnet' (torchvision)."""
@@ -40,17 +35,6 @@ def convert_torch(state_dict: Mapping[str, np.ndarray], *, source: str,
                      "--class_order=dfew|canonical` (dfew for the DFEW checkpoint, canonical "
                      "for FERV39k/AFEW) and load the result")
   return torch_lstpnet.convert(state_dict, class_order=class_order)
-
-
-def module_path(model: nnx.Module, family: str) -> Path:
-  """The path of the one module of `family`'s class inside `model` (() for model itself)."""
-  cls = FAMILY_MODULES[family]
-  found = [path for path, module in nnx.iter_modules(model) if isinstance(module, cls)]
-  if len(found) != 1:
-    where = "none" if not found else ", ".join("/".join(map(str, p)) or "." for p in found)
-    raise ValueError(f"{family} weights load into exactly one {cls.__name__} module; "
-                     f"{type(model).__name__} has {len(found)} ({where})")
-  return found[0]
 
 
 def load_init(model: nnx.Module, path: str, *, partial: bool,
@@ -82,8 +66,9 @@ def load_init(model: nnx.Module, path: str, *, partial: bool,
   """
   if not path:
     raise ValueError("init_from is empty: give a converted directory or a PyTorch file")
-  if from_run.is_run(path):
-    converted = from_run.read_run(path)
+  run = from_run.find_run(path)
+  if run is not None:
+    converted = from_run.read_run(*run)
   elif os.path.isdir(path):
     converted = saved.read_converted(path)
   else:
