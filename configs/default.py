@@ -68,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.lr_multipliers = ml_collections.ConfigDict()  # path name -> lr factor
 
   config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = "cosine"                # "constant" | "cosine" | "step"
+  config.schedule.name = "cosine"  # "constant" | "cosine" | "step" | "exponential" | "slm_cosine"
   config.schedule.warmup_epochs = 0.0
   config.schedule.step_epochs = 20               # "step": multiply by decay_rate every N epochs
   config.schedule.decay_rate = 0.1

@@ -27,7 +27,11 @@ class Checkpointer:
         policies.BestN(get_metric_fn=lambda metrics: metrics[best_metric], n=1,
                        keep_checkpoints_without_metrics=False),
     ])
-    options = ocp.CheckpointManagerOptions(preservation_policy=preservation, create=True)
+    # best_fn makes Orbax store each checkpoint's metrics on disk: without it the
+    # ranking lives only in memory and a restarted run forgets (and deletes) the best.
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=preservation, create=True,
+        best_fn=lambda metrics: metrics[best_metric], best_mode="max")
     self.manager = ocp.CheckpointManager(directory, options=options,
                                          item_names=("state", "data"))
 

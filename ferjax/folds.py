@@ -18,9 +18,10 @@ from etils import epath
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from ferjax import distributed, errors
+from ferjax import distributed, errors, metrics as metrics_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.",
@@ -110,7 +111,7 @@ def format_table(summary: dict) -> str:
 def aggregate(workdir: str, folds: list[int]) -> dict:
   """Reads the folds' metrics and writes DIR/folds_summary.json; returns the summary."""
   summary = summarize(read_fold_metrics(workdir, folds))
-  (epath.Path(workdir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+  metrics_lib.write_json(str(epath.Path(workdir) / SUMMARY_FILE), summary)
   return summary
 
 
@@ -123,13 +124,22 @@ def run_folds(config: ml_collections.ConfigDict, workdir: str, folds: list[int])
                            "fold-based dataset")
   for fold in folds:
     fold_dir = fold_workdir(workdir, fold)
-    if (epath.Path(fold_dir) / METRICS_FILE).exists():
+    if _finished(fold_dir):
       logging.info("fold %d already finished in %s", fold, fold_dir)
       continue
     fold_config = config.copy_and_resolve_references()
     fold_config.dataset.fold = fold
     logging.info("fold %d -> %s", fold, fold_dir)
     train.train_and_evaluate(fold_config, fold_dir)
+
+
+def _finished(fold_dir: str) -> bool:
+  """Whether the fold wrote its metrics, as process 0 sees it: every process must
+  take the same branch, or their collectives would not match."""
+  done = (epath.Path(fold_dir) / METRICS_FILE).exists()
+  if jax.process_count() > 1:
+    done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
+  return done
 
 
 def _parse_folds(values: list[str]) -> list[int]:
@@ -151,20 +161,18 @@ def main(argv):
       distributed.initialize_from_flags()
       run_folds(FLAGS.config, FLAGS.workdir, folds)
   except errors.UserError as e:
-    _exit_with(e)
+    errors.exit_with(e)
+  except errors.Preempted as e:
+    print(f"ferjax: {e}", file=sys.stderr)
+    sys.exit(143)
   if jax.process_index() > 0:
     return
   try:
     summary = aggregate(FLAGS.workdir, folds)
   except (FileNotFoundError, ValueError) as e:  # a missing or malformed final_metrics.json
-    _exit_with(e)
+    errors.exit_with(e)
   print(format_table(summary))
 
 
-def _exit_with(error: Exception) -> None:
-  print(f"ferjax: error: {error}", file=sys.stderr)
-  sys.exit(2)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -36,27 +36,15 @@ def main(argv):
       train.train_and_evaluate(config, FLAGS.workdir)
   except errors.UserError as e:
     logging.flush()
-    print(f"ferjax: error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except train.Preempted as e:
+    errors.exit_with(e)
+  except errors.Preempted as e:
     print(f"ferjax: {e}", file=sys.stderr)
     sys.exit(143)
 
 
 def run():
   """Console entry point."""
-  app.run(main, flags_parser=_parse_flags)
-
-
-def _parse_flags(argv):
-  """absl flag parsing with config-file errors (bad key/type/file) as one line."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f"ferjax: error: {e}", file=sys.stderr)
-  except (AttributeError, KeyError) as e:  # ml_collections: override of a missing field.
-    print(f"ferjax: error: unknown config field in an override: {e}", file=sys.stderr)
-  sys.exit(2)
+  app.run(main, flags_parser=errors.parse_flags)
 
 
 if __name__ == "__main__":

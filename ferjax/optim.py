@@ -3,16 +3,19 @@
 import jax
 import ml_collections
 import optax
+from absl import logging
 
 
 def make_schedule(schedule_config: ml_collections.ConfigDict, base_lr: float,
                   steps_per_epoch: int, num_epochs: int) -> optax.Schedule:
   """The learning rate as a function of the 0-based global step.
 
-  Names: `constant`; `cosine` (linear warm-up, then cosine to
-  `min_learning_rate` at the last step); `step` (x `decay_rate` every
-  `step_epochs` epochs); `exponential` (x `decay_rate` after every epoch);
-  `slm_cosine` (SLM-AEA's reference schedule, see objectives.soft_label_mining).
+  Names: `constant`; `cosine` (linear warm-up, then a cosine that reaches
+  `min_learning_rate` at step `steps_per_epoch * num_epochs`, one past the
+  last update, like PyTorch's CosineAnnealingLR with T_max = the step count);
+  `step` (x `decay_rate` every `step_epochs` epochs); `exponential`
+  (x `decay_rate` after every epoch); `slm_cosine` (SLM-AEA's reference
+  schedule, see objectives.soft_label_mining).
   """
   name = schedule_config.name
   total_steps = max(steps_per_epoch * num_epochs, 1)
@@ -67,6 +70,13 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
   scaled, which for SGD, Adam and AdamW equals scaling their learning rate.
   """
   opt = config.optimizer
+  present = set().union(*(_path_names(path) for path, _ in
+                          jax.tree_util.tree_flatten_with_path(params)[0]))
+  for field, names in (("no_decay", opt.no_decay), ("lr_multipliers", opt.lr_multipliers)):
+    # Shared configs name parameters some variants lack (MSFE's `centers` without
+    # the center loss), so an unmatched name is reported, not an error.
+    for name in sorted(set(names) - present):
+      logging.warning("config.optimizer.%s: no parameter path contains %r", field, name)
   mask = _decay_mask(params, tuple(opt.no_decay))
   chain = []
   if opt.grad_clip_norm > 0:
@@ -82,7 +92,7 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                              weight_decay=opt.weight_decay, mask=mask))
   else:
     raise ValueError(f"config.optimizer.name {opt.name!r} is not one of sgd, adam, adamw")
-  for name, multiplier in opt.get("lr_multipliers", {}).items():
+  for name, multiplier in opt.lr_multipliers.items():
     if multiplier != 1.0:
       chain.append(optax.masked(optax.scale(multiplier), _named_mask(params, name)))
   return optax.chain(*chain)

@@ -7,6 +7,7 @@ when there is one, saves every `checkpoint_every_steps`, on SIGTERM
 `evaluate(config, workdir)` re-evaluates the latest or best checkpoint.
 """
 
+import json
 import signal
 
 import flax
@@ -26,10 +27,6 @@ from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
 from ferjax import optim
-
-
-class Preempted(Exception):
-  """Raised after the preemption checkpoint is written; rerunning resumes."""
 
 
 class NonFiniteLoss(errors.UserError):
@@ -80,10 +77,71 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, input_config):
   return train_step
 
 
+# Eval metrics a checkpoint can be ranked by (`config.best_metric`).
+RANKING_METRICS = ("war", "uar")
+
+# Config fields (and subtrees) a resumed run must share with the run that wrote its
+# checkpoints: they fix the data stream (order, batches per epoch) or the layout of
+# the train state. Everything else (epochs, learning rate, eval and logging
+# cadence, data_dir, compute dtype) may change between restarts.
+RESUME_INVARIANTS = ("seed", "batch_size", "train_drop_remainder", "dataset.name",
+                     "dataset.train_split", "dataset.num_classes", "dataset.label_key",
+                     "dataset.fold", "dataset.min_frames", "model", "objective.name",
+                     "optimizer.name", "input.image_size", "input.num_frames",
+                     "input.num_segments")
+RESUME_FREE = ("model.dtype",)
+
+
+def check_run_settings(config: ml_collections.ConfigDict) -> None:
+  """Rejects loop settings that would fail late (after an epoch) or never act."""
+  for name in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps",
+               "keep_checkpoints", "num_epochs"):
+    if config[name] < 1:
+      raise errors.UserError(f"config.{name} must be at least 1, got {config[name]}")
+  if config.best_metric not in RANKING_METRICS:
+    raise errors.UserError(f"config.best_metric must be one of {', '.join(RANKING_METRICS)}, "
+                           f"got {config.best_metric!r}")
+
+
+def _leaves(tree, prefix: str = "") -> dict:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  flat = {}
+  for key, value in tree.items():
+    flat.update(_leaves(value, f"{prefix}.{key}" if prefix else key))
+  return flat
+
+
+def _has_checkpoints(workdir: str) -> bool:
+  """Whether `workdir/checkpoints` holds a saved step (Orbax may have made it empty)."""
+  directory = epath.Path(workdir) / "checkpoints"
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises if `workdir`'s checkpoints come from a config that differs in a RESUME_INVARIANTS field.
+
+  Fields missing on either side (added or removed by a ferjax upgrade) are not compared.
+  """
+  recorded_path = epath.Path(workdir) / "config.json"
+  if not (recorded_path.exists() and _has_checkpoints(workdir)):
+    return
+  recorded = _leaves(json.loads(recorded_path.read_text()))
+  current = _leaves(json.loads(config.to_json_best_effort()))
+  for key in sorted(set(recorded) & set(current)):
+    invariant = any(key == name or key.startswith(name + ".") for name in RESUME_INVARIANTS)
+    if invariant and key not in RESUME_FREE and recorded[key] != current[key]:
+      raise errors.UserError(
+          f"{workdir} holds checkpoints of a run with config.{key}={recorded[key]!r}, "
+          f"this command has {current[key]!r}; resume with the same value or use a new "
+          "--workdir")
+
+
 class Experiment:
   """Everything a run needs, built from the config: data, model, optimizer, state."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    check_run_settings(config)
     self.config = config
     self.workdir = workdir
     self.mesh = sharding.make_mesh()
@@ -100,13 +158,14 @@ class Experiment:
     self.steps_per_epoch = pipeline.steps_per_epoch(
         len(self.train_split), config.batch_size, self.drop_remainder)
     self.num_train_steps = self.steps_per_epoch * config.num_epochs
-    schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
-                                   self.steps_per_epoch, config.num_epochs)
-    self.schedule = schedule
-
     model, objective = self._build_modules()
     self.graphdef, params, rest = nnx.split((model, objective), nnx.Param, ...)
-    self.tx = optim.make_optimizer(config, schedule, params)
+    try:
+      self.schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
+                                          self.steps_per_epoch, config.num_epochs)
+      self.tx = optim.make_optimizer(config, self.schedule, params)
+    except ValueError as e:
+      raise errors.UserError(str(e)) from None
     params, rest = sharding.to_global_replicated((params, rest), self.mesh)
     replicated = sharding.replicated(self.mesh)
     opt_state = jax.jit(self.tx.init, out_shardings=replicated)(params)
@@ -153,17 +212,14 @@ class Experiment:
     train_labels = self.train_split.column(self.config.dataset.label_key)
     return {"train_labels": train_labels, "steps_per_epoch": self.steps_per_epoch}
 
-  def train_iterator(self, start_batch: int = 0):
+  def train_iterator(self):
     loader = pipeline.BatchLoader(self.train_split, self.config, train=True,
                                   global_batch_size=self.config.batch_size,
                                   drop_remainder=self.drop_remainder)
     dataset = pipeline.make_dataset(loader, self.num_train_steps,
                                     worker_count=self.config.input.worker_count,
                                     prefetch=self.config.input.prefetch)
-    iterator = iter(dataset)
-    if start_batch:
-      iterator.set_state({"next_index": start_batch})
-    return iterator
+    return iter(dataset)
 
   def abstract_state(self):
     return checkpointing.abstract_like(self.state, sharding.replicated(self.mesh))
@@ -211,18 +267,20 @@ class _LossWatch:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming when possible), evaluates and writes final_metrics.json."""
   _check_workdir(workdir)
+  check_resumable(config, workdir)
   experiment = Experiment(config, workdir)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  if jax.process_index() == 0:
-    (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
   checkpointer = checkpointing.Checkpointer(
       str(epath.Path(workdir) / "checkpoints"), keep=config.keep_checkpoints,
       best_metric=config.best_metric)
-  state = experiment.state
   start_step = checkpointer.latest_step() or 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if jax.process_index() == 0:
+    (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+  state = experiment.state
   iterator = experiment.train_iterator()
   if start_step:
     state = checkpointer.restore(start_step, experiment.abstract_state(), iterator)
+    experiment.state = state  # Frees the initial state's device memory.
     logging.info("Resumed from step %d.", start_step)
   evaluator = evaluate_lib.Evaluator(experiment)
   total = experiment.num_train_steps
@@ -236,13 +294,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               if jax.process_count() == 1 else None)
   logging.info("Training %d steps (%d per epoch) on %d devices.", total,
                experiment.steps_per_epoch, jax.device_count())
+  final = None
   try:
     step = start_step
     while step < total:
       batch = sharding.to_global_batch(next(iterator), experiment.mesh)
       state, metrics = experiment.train_step(state, batch)
-      watch.add(step, metrics)
       step += 1
+      watch.add(step, metrics)
       report_progress(step)
       epoch_end = step % experiment.steps_per_epoch == 0
       eval_now = step == total or (
@@ -257,7 +316,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       eval_metrics = None
       if eval_now:
         with report_progress.timed("eval"):
-          eval_metrics = evaluator.evaluate(state, step, write_reports=False)
+          eval_metrics = evaluator.evaluate(state, step, write_reports=step == total)
+        if step == total:
+          final = eval_metrics
         writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()
                                     if isinstance(v, float)})
       if save_now or stop_now:
@@ -269,10 +330,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         last_saved = step
       if stop_now:
         checkpointer.wait()
-        raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved in "
+        raise errors.Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved in "
                         f"{workdir}/checkpoints. Rerun the same command to resume.")
     checkpointer.wait()
-    final = evaluator.evaluate(state, step, write_reports=True)
+    if final is None:  # Resumed from the last step's checkpoint: nothing left to train.
+      final = evaluator.evaluate(state, step, write_reports=True)
     if config.objective.get("export_soft_labels") and jax.process_index() == 0:
       _export_soft_labels(experiment, state)
     writer.flush()
@@ -305,9 +367,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   A workdir without checkpoints evaluates the `init_from` weights (e.g. the
   official LSTPNet checkpoints) at step 0.
   """
+  if config.eval_checkpoint not in ("latest", "best"):
+    raise errors.UserError("config.eval_checkpoint must be 'latest' or 'best', got "
+                           f"{config.eval_checkpoint!r}")
   _check_workdir(workdir)
   checkpoint_dir = epath.Path(workdir) / "checkpoints"
-  if not checkpoint_dir.is_dir():
+  if not _has_checkpoints(workdir):
     if not config.init_from:
       raise errors.UserError(f"no checkpoints in {checkpoint_dir}: train first, check "
                              "--workdir, or give --config.init_from")
@@ -317,9 +382,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointer = checkpointing.Checkpointer(str(checkpoint_dir), keep=config.keep_checkpoints,
                                             best_metric=config.best_metric)
   try:
-    if config.eval_checkpoint not in ("latest", "best"):
-      raise errors.UserError("config.eval_checkpoint must be 'latest' or 'best', got "
-                             f"{config.eval_checkpoint!r}")
     step = (checkpointer.best_step() if config.eval_checkpoint == "best"
             else checkpointer.latest_step())
     if step is None:

@@ -98,3 +98,18 @@ def test_cli_aggregate_only(tmp_path):
        f"--workdir={tmp_path / 'none'}", "--aggregate_only"],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert missing.returncode == 2 and "fold_1/final_metrics.json does not exist" in missing.stderr
+
+
+def test_preempted_fold_exits_143_for_the_launcher_to_rerun(tmp_path, monkeypatch, capsys):
+  def preempted(config, workdir, fold_list):
+    raise errors.Preempted("stopped by SIGTERM at step 7; checkpoint saved")
+
+  monkeypatch.setattr(folds, "FLAGS", types.SimpleNamespace(
+      folds=["1"], aggregate_only=False, config=None, workdir=str(tmp_path)))
+  monkeypatch.setattr(folds.distributed, "initialize_from_flags", lambda: None)
+  monkeypatch.setattr(folds, "run_folds", preempted)
+  with pytest.raises(SystemExit) as exit_info:
+    folds.main(["folds"])
+  assert exit_info.value.code == 143
+  assert capsys.readouterr().err.strip() == (
+      "ferjax: stopped by SIGTERM at step 7; checkpoint saved")

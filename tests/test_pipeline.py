@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from configs import default
+from ferjax import errors
 from ferjax.data import augment, pipeline
 
 
@@ -19,7 +20,7 @@ class _FakeSource:
       buffer = io.BytesIO()
       Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(buffer, "PNG")
       self.records.append({"image": buffer.getvalue(), "label": i % 7, "id": f"x{i}".encode(),
-                           "yaw": np.float32(i)})
+                           "yaw": np.float32(i), "view": np.asarray([i, -i], np.int32)})
 
   def __len__(self):
     return len(self.records)
@@ -28,11 +29,14 @@ class _FakeSource:
     return self.records[i]
 
 
-def _loader(n=10, batch=4, train=True, drop_remainder=False, seed=0):
+def _loader(n=10, batch=4, train=True, drop_remainder=False, seed=0, metadata=("yaw",),
+            kind="image", **input_fields):
   config = default.get_config()
   config.seed = seed
-  config.input.update(image_size=8, resize_size=8, train_crop="none", hflip=False)
-  config.dataset.metadata = ("yaw",)
+  config.dataset.kind = kind
+  config.input.update(image_size=8, resize_size=8, train_crop="none", hflip=False,
+                      **input_fields)
+  config.dataset.metadata = metadata
   split = pipeline.SplitSource(_FakeSource(n), np.arange(n), ("a",) * 7, n)
   return pipeline.BatchLoader(split, config, train=train, global_batch_size=batch,
                               drop_remainder=drop_remainder)
@@ -79,6 +83,82 @@ def test_processes_get_disjoint_rows_of_the_global_batch(monkeypatch):
     monkeypatch.setattr(pipeline.jax, "process_index", lambda p=process: p)
     parts.append(_loader(n=12, batch=4)(0)["index"])
   np.testing.assert_array_equal(np.concatenate(parts), full)
+
+
+def test_an_empty_process_slice_has_the_metadata_dtypes_and_shapes(monkeypatch):
+  # 5 eval rows, global batch 4 over 2 processes: batch 1's one real row is process
+  # 0's, process 1's slice is all padding but must match process 0's arrays.
+  monkeypatch.setattr(pipeline.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(pipeline.jax, "process_index", lambda: 1)
+  loader = _loader(n=5, batch=4, train=False, metadata=("yaw", "view"))
+  full, empty = loader(0), loader(1)
+  assert not empty["mask"].any()
+  for name in ("yaw", "view"):
+    assert (empty[name].dtype, empty[name].shape) == (full[name].dtype, full[name].shape)
+  assert (empty["view"].dtype, empty["view"].shape) == (np.int32, (2, 2))
+
+
+def test_loader_rejects_bad_metadata_and_segments():
+  with pytest.raises(errors.UserError, match="field 'id' of .* not numeric"):
+    _loader(metadata=("id",))
+  with pytest.raises(errors.UserError, match="names 'pose', which .* has id, image"):
+    _loader(metadata=("pose",))
+  with pytest.raises(errors.UserError, match=r"config.input.num_frames=6 must be a positive "
+                     r"multiple of config.input.num_segments=4"):
+    _loader(kind="clip", num_frames=6, num_segments=4)
+
+
+class _FakeBuilder:
+  """A builder whose generation fails, or is prepared after `download_and_prepare`."""
+
+  def __init__(self, prepared=False, fails=False):
+    self.prepared, self.fails, self.generated = prepared, fails, 0
+
+  def is_prepared(self):
+    return self.prepared
+
+  def download_and_prepare(self, **unused_kwargs):
+    self.generated += 1
+    if self.fails:
+      raise RuntimeError("disk full")
+    self.prepared = True
+
+
+def _as_process(monkeypatch, index, failed_on_process_0, after_barrier):
+  """Runs _prepare_synthetic as process `index` of 2; returns the broadcast flags sent."""
+  sent = []
+
+  def broadcast_one_to_all(flag):
+    sent.append(int(flag))
+    return np.int32(flag if index == 0 else failed_on_process_0)
+
+  monkeypatch.setattr(pipeline.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(pipeline.jax, "process_index", lambda: index)
+  monkeypatch.setattr(pipeline.multihost_utils, "broadcast_one_to_all", broadcast_one_to_all)
+  monkeypatch.setattr(pipeline.tfds, "builder", lambda *args, **kwargs: after_barrier)
+  return sent
+
+
+def test_synthetic_generation_failure_reaches_the_barrier(monkeypatch):
+  sent = _as_process(monkeypatch, 0, None, _FakeBuilder())
+  with pytest.raises(RuntimeError, match="disk full"):
+    pipeline._prepare_synthetic(_FakeBuilder(fails=True), "synthetic_fer/x", "/d")
+  assert sent == [1]   # process 0 told the others before raising
+  _as_process(monkeypatch, 1, 1, _FakeBuilder())
+  with pytest.raises(errors.UserError, match="process 0 failed to generate"):
+    pipeline._prepare_synthetic(_FakeBuilder(), "synthetic_fer/x", "/d")
+
+
+def test_only_process_0_generates_synthetic_data(monkeypatch):
+  unprepared = _FakeBuilder()
+  _as_process(monkeypatch, 1, 0, unprepared)
+  with pytest.raises(errors.UserError, match="does not see .* shared by all hosts .* "
+                     "`python -m ferjax.data.prepare synthetic_fer --config=x --data_dir=/d`"):
+    pipeline._prepare_synthetic(_FakeBuilder(), "synthetic_fer/x", "/d")
+  assert not unprepared.generated
+  prepared = _FakeBuilder(prepared=True)
+  _as_process(monkeypatch, 1, 0, prepared)
+  assert pipeline._prepare_synthetic(_FakeBuilder(), "synthetic_fer/x", "/d") is prepared
 
 
 def test_transforms():

@@ -129,6 +129,7 @@ def test_one_and_eight_devices_give_the_same_losses(tfds_data_dir, tmp_path):
     (["--config.dataset.name=rafdb"], "python -m ferjax.data.prepare rafdb"),
     (["--config.model.depth=19"], "model.depth"),
     (["--config.optimizer.learning_rate=1e30"], "at step"),
+    (["--config.optimizer.name=sgdd"], "config.optimizer.name 'sgdd' is not one of"),
 ])
 def test_user_errors_are_one_line(ferjax_cli, tmp_path, extra, expected):
   result = ferjax_cli([RESNET, f"--workdir={tmp_path / 'run'}", *TINY_IMAGE_OVERRIDES, *extra],
@@ -137,6 +138,17 @@ def test_user_errors_are_one_line(ferjax_cli, tmp_path, extra, expected):
   assert "Traceback" not in result.stderr
   errors = [l for l in result.stderr.splitlines() if l.startswith("ferjax: error:")]
   assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
+
+
+def test_bad_config_argument_is_one_line(ferjax_cli, tmp_path):
+  result = ferjax_cli(["--config=configs/resnet.py:synthetic,bogus=1",
+                       f"--workdir={tmp_path / 'run'}"], check=False)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert result.stderr.splitlines()[-1].startswith(
+      "ferjax: error: flag --config=configs/resnet.py:synthetic,bogus=1: ")
+  assert result.stderr.splitlines()[-1].endswith("unknown config argument 'bogus'; known: "
+                                                 "affectnet, classes, depth, ferplus, rafdb, "
+                                                 "sfew, synthetic")
 
 
 def test_unwritable_workdir_is_one_line(ferjax_cli, tmp_path):

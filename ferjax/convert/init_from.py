@@ -7,8 +7,8 @@ weights of its own ResNet or LSTPNet the same way (`from_run`).
 """
 
 from collections.abc import Mapping
-import os
 
+from etils import epath
 import numpy as np
 from flax import nnx
 
@@ -69,7 +69,7 @@ def load_init(model: nnx.Module, path: str, *, partial: bool,
   run = from_run.find_run(path)
   if run is not None:
     converted = from_run.read_run(*run)
-  elif os.path.isdir(path):
+  elif epath.Path(path).is_dir():
     converted = saved.read_converted(path)
   else:
     converted = convert_torch(read_state_dict(path), source=path, class_order=class_order)

@@ -8,9 +8,9 @@ it needs neither torch nor the original file.
 """
 
 from collections.abc import Mapping
-import os
 from typing import Any
 
+from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -41,10 +41,16 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
   return arrays
 
 
+def _absolute(directory: str) -> epath.Path:
+  """`directory` as an absolute path (Orbax requires one); `gs://` paths already are."""
+  path = epath.Path(directory)
+  return path if path.is_absolute() else path.absolute()
+
+
 def save(directory: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-  """Writes `arrays` (ferjax key -> array) and `meta` (JSON-able) to a new `directory`."""
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory):
+  """Writes `arrays` (ferjax key -> array) and `meta` (JSON-able) to a new local or gs:// dir."""
+  directory = _absolute(directory)
+  if directory.exists():
     raise ValueError(f"{directory}: already exists; remove it or choose another destination")
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   checkpointer.save(directory, ocp.args.Composite(
@@ -59,10 +65,10 @@ def restore(directory: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     FileNotFoundError: `directory` does not exist.
     ValueError: it is not a converted ferjax checkpoint, or is damaged.
   """
-  directory = os.path.abspath(directory)
-  if not os.path.isdir(directory):
+  directory = _absolute(directory)
+  if not directory.is_dir():
     raise FileNotFoundError(f"{directory}: no such directory")
-  if not all(os.path.isdir(os.path.join(directory, part)) for part in ("state", "meta")):
+  if not all((directory / part).is_dir() for part in ("state", "meta")):
     raise ValueError(f"{directory}: not a converted ferjax checkpoint (no state/ and meta/); "
                      "convert PyTorch files with `python -m ferjax.convert`")
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())

@@ -55,33 +55,59 @@ def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     return _prepare_synthetic(builder, name, data_dir)
   if builder.is_prepared():
     return builder
-  dataset, _, builder_config = name.split(":")[0].partition("/")
-  config_flag = f" --config={builder_config}" if builder_config else ""
   raise errors.UserError(
       f"dataset {name!r} is not prepared in {data_dir}. Prepare it once from your manual "
-      f"download with `python -m ferjax.data.prepare {dataset}{config_flag} --manual_dir=DIR "
-      f"--data_dir={data_dir}` (see docs/datasets.md), or train on the built-in synthetic "
-      "data with the config's :synthetic variant (--config=configs/NAME.py:synthetic)")
+      f"download with `{_prepare_command(name)} --manual_dir=DIR --data_dir={data_dir}` "
+      "(see docs/datasets.md), or train on the built-in synthetic data with the config's "
+      ":synthetic variant (--config=configs/NAME.py:synthetic)")
+
+
+def _prepare_command(name: str) -> str:
+  """The `ferjax.data.prepare` command line (without directories) that builds `name`."""
+  dataset, _, builder_config = name.split(":")[0].partition("/")
+  config_flag = f" --config={builder_config}" if builder_config else ""
+  return f"python -m ferjax.data.prepare {dataset}{config_flag}"
 
 
 def _prepare_synthetic(builder: tfds.core.DatasetBuilder, name: str,
                        data_dir: str) -> tfds.core.DatasetBuilder:
-  """Generates the synthetic dataset where it is missing, process 0 first.
+  """Generates the synthetic dataset where it is missing, in process 0 only.
 
-  On a data dir shared by all hosts (NFS, `gs://`) only process 0 writes; the
-  others wait at a barrier and then find it prepared. A host whose data dir is
-  local and still empty after the barrier generates its own copy, which is
-  byte-identical (the data is a function of the builder config's seed). Every
-  process passes the barrier, prepared or not, so none can wait forever.
+  With several processes only process 0 writes, so no two processes generate
+  into one dir at once; the others wait for it and must then find the dataset
+  prepared, i.e. the data dir must be shared by all hosts (NFS, `gs://`) or
+  prepared on every host beforehand. Process 0 reaches the barrier whether or
+  not generation succeeded and tells the others which, so none waits forever.
+
+  Raises:
+    UserError: when process 0 failed to generate the data, or when this process
+      does not see the data that process 0 generated.
   """
-  if jax.process_index() == 0 and not builder.is_prepared():
-    builder.download_and_prepare(file_format="array_record")
   if jax.process_count() == 1:
+    if not builder.is_prepared():
+      builder.download_and_prepare(file_format="array_record")
     return builder
-  multihost_utils.sync_global_devices(f"ferjax: synthetic dataset {name} prepared")
+  failure = None
+  if jax.process_index() == 0 and not builder.is_prepared():
+    try:
+      builder.download_and_prepare(file_format="array_record")
+    except Exception as e:  # pylint: disable=broad-except  # re-raised after the barrier
+      failure = e
+  # A collective, hence a barrier: the other processes wait here until process 0
+  # has tried to generate the data, and learn whether it failed.
+  failed = multihost_utils.broadcast_one_to_all(np.int32(failure is not None))
+  if failure is not None:
+    raise failure
+  if failed:
+    raise errors.UserError(f"process 0 failed to generate the synthetic dataset {name!r} in "
+                           f"{data_dir}; its log has the error")
   builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
-    builder.download_and_prepare(file_format="array_record")
+    raise errors.UserError(
+        f"process {jax.process_index()} does not see the synthetic dataset {name!r} that "
+        f"process 0 generated in {data_dir}: use a data dir shared by all hosts "
+        "(config.dataset.data_dir or $TFDS_DATA_DIR), or prepare it on every host first "
+        f"with `{_prepare_command(name)} --data_dir={data_dir}`")
   return builder
 
 
@@ -196,6 +222,30 @@ def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: b
   return math.ceil(num_examples / global_batch_size)
 
 
+def _metadata_templates(split: SplitSource,
+                        dataset_config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """{field: its value in the split's first record} for each config.dataset.metadata field.
+
+  Raises:
+    UserError: when a field is missing or not numeric (batches hold numeric arrays).
+  """
+  if not dataset_config.metadata:
+    return {}
+  _, record = split.record(0)
+  templates = {}
+  for name in dataset_config.metadata:
+    if name not in record:
+      raise errors.UserError(f"config.dataset.metadata names {name!r}, which "
+                             f"{dataset_config.name} does not have; it has "
+                             f"{', '.join(sorted(record))}")
+    templates[name] = np.asarray(record[name])
+    if templates[name].dtype.kind not in "biuf":
+      raise errors.UserError(f"config.dataset.metadata field {name!r} of "
+                             f"{dataset_config.name} is {templates[name].dtype}, not numeric; "
+                             "only numeric fields can be batched")
+  return templates
+
+
 class BatchLoader:
   """Maps a global batch number to this process's rows of that batch (picklable)."""
 
@@ -204,18 +254,23 @@ class BatchLoader:
     if global_batch_size % jax.process_count():
       raise errors.UserError(f"batch size {global_batch_size} is not divisible by the "
                              f"{jax.process_count()} processes")
+    num_frames, num_segments = config.input.num_frames, config.input.num_segments
+    if config.dataset.kind == "clip" and not (0 < num_segments <= num_frames and
+                                              num_frames % num_segments == 0):
+      raise errors.UserError(f"config.input.num_frames={num_frames} must be a positive "
+                             f"multiple of config.input.num_segments={num_segments}")
     self.split = split
     self.train = train
     self.kind = config.dataset.kind
     self.label_key = config.dataset.label_key
-    self.metadata = tuple(config.dataset.metadata)
+    self.metadata = _metadata_templates(split, config.dataset)
     self.seed = config.seed
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // jax.process_count()
     self.process_index = jax.process_index()
     self.steps_per_epoch = steps_per_epoch(len(split), global_batch_size, drop_remainder)
-    self.num_frames = config.input.num_frames
-    self.num_segments = config.input.num_segments
+    self.num_frames = num_frames
+    self.num_segments = num_segments
     self.image_size = config.input.image_size
     self.transform = augment.ImageTransform(
         train=train, image_size=config.input.image_size,
@@ -268,9 +323,11 @@ class BatchLoader:
         "mask": np.zeros((b,), bool),
     }
     pixels = batch["frames" if self.kind == "clip" else "image"]
-    for name in self.metadata:
-      value = examples[0][name] if examples else np.float32(0)
-      batch[name] = np.zeros((b, *np.shape(value)), np.asarray(value).dtype)
+    # Shapes and dtypes from the loader's templates, not from the rows: a process
+    # whose slice of a partial last batch is empty must build the same arrays as
+    # the others, or the global batch cannot be assembled.
+    for name, template in self.metadata.items():
+      batch[name] = np.zeros((b, *template.shape), template.dtype)
     # Padded rows repeat the real ones (mask False): train-mode BatchNorm then sees
     # statistics of real images rather than of blank padding.
     for i in range(b if examples else 0):

@@ -23,6 +23,7 @@ def write_bu3dfe(root):
   rows.append("render/missing.png,M0002,AN,1,0,0")
   rows.append("render/bad.png,M0002,XX,1,0,0")
   rows.append("render/bad2.png,M0002,AN,one,0,0")
+  rows.append("render/short.png,M0002")
   mock_data.write_text(root / "index.csv", [HEADER] + rows)
   return root
 
@@ -47,6 +48,7 @@ def test_p1(tmp_path):
   assert "missing file" in reasons["render/missing"]
   assert "unknown expression" in reasons["index.csv:10"]
   assert "malformed" in reasons["index.csv:11"]
+  assert "fewer fields than the header's 6" in reasons["index.csv:12"]
 
 
 def test_p2_views(tmp_path):

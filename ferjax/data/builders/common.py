@@ -13,6 +13,8 @@ report is saved next to the dataset as `build_report.json`.
 import abc
 import collections
 import concurrent.futures
+import contextlib
+import csv
 import dataclasses
 import functools
 import io
@@ -94,10 +96,50 @@ def require(path: pathlib.Path, what: str = "") -> pathlib.Path:
   return path
 
 
+@contextlib.contextmanager
+def open_text(path: pathlib.Path) -> Iterator[Iterator[str]]:
+  """The lines of a UTF-8 annotation file, for a loop or `csv.reader` (line endings kept).
+
+  LF, CRLF and CR line endings alike; a byte-order mark is dropped.
+
+  Raises:
+    AnnotationError: naming the file and line when the file is not UTF-8, holds a NUL
+      byte (a UTF-16 or binary file; a NUL would also make paths unusable), or a csv
+      reader over the lines fails.
+  """
+  line = 0
+
+  def checked(f):
+    nonlocal line
+    for line, text in enumerate(f, 1):
+      # surrogateescape turns undecodable bytes into lone surrogates, which do not
+      # encode back: the line of the bad byte is then known exactly.
+      if not text.isascii():
+        try:
+          text.encode()
+        except UnicodeEncodeError:
+          raise AnnotationError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8"
+                                ) from None
+      if "\0" in text:
+        raise AnnotationError(f"{path}:{line}: NUL byte (a UTF-16 or binary file?); save "
+                              "the file as UTF-8 text")
+      yield text
+
+  with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+    try:
+      yield checked(f)
+    except csv.Error as e:
+      raise AnnotationError(f"{path}:{line}: {e}") from None
+
+
 def read_lines(path: pathlib.Path) -> list[tuple[int, str]]:
-  """(1-based line number, stripped text) of the non-blank lines; CRLF and LF alike."""
-  with open(path, encoding="utf-8-sig", newline=None) as f:
-    return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+  """(1-based line number, stripped text) of the non-blank lines of a UTF-8 text file.
+
+  Raises:
+    AnnotationError: see `open_text`.
+  """
+  with open_text(path) as lines:
+    return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def sorted_files(folder: pathlib.Path, suffixes: Sequence[str] | None = None) -> list[pathlib.Path]:
@@ -118,8 +160,10 @@ def decode(data: bytes, what: str) -> PIL.Image.Image:
   try:
     image = PIL.Image.open(io.BytesIO(data))
     image.load()
-  except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
-    raise SkipItem(f"undecodable image {what}: {e}") from None
+  # PIL's decoders raise many types for corrupt data (OSError, struct.error,
+  # EOFError, IndexError, zlib.error, ...).
+  except Exception as e:  # pylint: disable=broad-except
+    raise SkipItem(f"undecodable image {what}: {type(e).__name__}: {e}") from None
   return image
 
 
@@ -289,6 +333,8 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
     self.report = BuildReport()
     self.progress: Callable[[int], Any] | None = None
     self._index_values: dict[str, dict[str, list]] = {}
+    # split -> (key, reason) of its first item skipped while loading.
+    self._first_skip: dict[str, tuple[str, str]] = {}
 
   @abc.abstractmethod
   def _entries(self, manual_dir: pathlib.Path) -> dict[str, list[Entry]]:
@@ -314,6 +360,7 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
   def _shard_iterators_per_split(self, dl_manager):
     self.report = BuildReport(tuple(self.info.features["label"].names), progress=self.progress)
     self._index_values = {name: {} for name in self.INDEX_FEATURES}
+    self._first_skip = {}
     per_split = self._entries(self._manual_dir(dl_manager))
     shards = {}
     for split, entries in per_split.items():
@@ -339,6 +386,23 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
         unique.append(e)
     return unique
 
+  def _check_written(self) -> None:
+    """Fails the build (before TFDS marks it prepared) if a split lost every item.
+
+    A split whose items were all skipped would otherwise be written empty, and a
+    later training run would blame its config.
+
+    Raises:
+      LayoutError: naming the split and its first skipped item with the reason.
+    """
+    for split in self.info.splits:
+      if not self.info.splits[split].num_examples:
+        if split not in self._first_skip:
+          raise LayoutError(f"split {split} lists no items; see docs/datasets.md")
+        item, reason = self._first_skip[split]
+        raise LayoutError(f"no item of split {split} could be loaded, the first ({item}) "
+                          f"for: {reason}; see docs/datasets.md")
+
   def _write_shard(self, split: str, entries: Sequence[Entry]):
     workers = min(16, os.cpu_count() or 1)
     for e, future in ordered_map(lambda item: item.load(), entries, workers):
@@ -346,7 +410,13 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
         example = future.result()
       except SkipItem as skip:
         self.report.skip(split, e.key, str(skip))
+        self._first_skip.setdefault(split, (e.key, str(skip)))
         continue
+      except Exception as error:
+        # Not dirty data (that is a SkipItem) but a bug or a system error: fail, and
+        # say on which item, which the thread pool's traceback does not.
+        error.add_note(f"while loading item {e.key} of split {split}")
+        raise
       images = len(example["frames"]) if "frames" in example else 1
       self.report.count(split, int(example["label"]), images)
       for name, values in self._index_values.items():
@@ -356,6 +426,7 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
   def _download_and_prepare(self, dl_manager, download_config=None):
     start = time.perf_counter()
     super()._download_and_prepare(dl_manager, download_config)
+    self._check_written()
     self.report.seconds = time.perf_counter() - start
     for name, values in self._index_values.items():
       self.info.metadata[name] = values

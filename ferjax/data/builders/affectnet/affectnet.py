@@ -220,8 +220,8 @@ class Affectnet(common.ManualBuilder):
     splits = {}
     for split, file_name in CSV_FILES.items():
       entries = splits[split] = []
-      with open(common.require(lists / file_name), encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+      with common.open_text(common.require(lists / file_name)) as lines:
+        reader = csv.reader(lines)
         for fields in reader:
           where = f"{file_name}:{reader.line_num}"
           if not fields or (reader.line_num == 1 and fields[0] == HEADER_FIRST_FIELD):

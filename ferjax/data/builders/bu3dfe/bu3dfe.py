@@ -96,8 +96,8 @@ class Bu3dfe(common.ManualBuilder):
   def _read_index(self, path: pathlib.Path) -> list[dict]:
     """The well-formed index.csv rows, parsed; malformed rows go to the report."""
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-      reader = csv.DictReader(f)
+    with common.open_text(path) as lines:
+      reader = csv.DictReader(lines)
       missing = set(COLUMNS) - set(reader.fieldnames or ())
       if missing:
         raise common.AnnotationError(f"{path}: no column(s) {', '.join(sorted(missing))}; "
@@ -105,6 +105,8 @@ class Bu3dfe(common.ManualBuilder):
       for raw in reader:
         where = f"{path.name}:{reader.line_num}"
         try:
+          if None in raw.values():  # csv.DictReader's filler for a short row
+            raise ValueError(f"fewer fields than the header's {len(reader.fieldnames)}")
           row = {"path": raw["path"].strip(), "subject": raw["subject"].strip(),
                  "expression": raw["expression"].strip().upper(),
                  **{k: int(raw[k]) for k in ("intensity", "yaw", "pitch")}}

@@ -91,8 +91,8 @@ class Dfew(common.ManualBuilder):
     rows = []
     for fold in range(1, folds.NUM_FOLDS + 1):
       path = common.require(root / TEST_CSV.format(fold=fold))
-      with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
+      with common.open_text(path) as lines:
+        reader = csv.DictReader(lines)
         missing = {"video_name", "label"} - set(reader.fieldnames or ())
         if missing:
           raise common.AnnotationError(f"{path}: no column(s) {', '.join(sorted(missing))} "

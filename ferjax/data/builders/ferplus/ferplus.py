@@ -216,8 +216,8 @@ class Ferplus(common.ManualBuilder):
     """
     rows = {split: {} for split in LABEL_DIRS}
     row = -1
-    with open(path, encoding="utf-8-sig", newline="") as f:
-      reader = csv.reader(f)
+    with common.open_text(path) as lines:
+      reader = csv.reader(lines)
       header = next(reader, [])
       if len(header) != 2 + len(VOTE_COLUMNS) or header[0] != "Usage":
         raise common.AnnotationError(f"{path}: header {','.join(header)!r} is not "
@@ -284,8 +284,8 @@ class Ferplus(common.ManualBuilder):
     """(data row -> (Usage, [48, 48] uint8 pixels or None if malformed), number of rows)."""
     out = {}
     row = -1
-    with open(path, encoding="utf-8-sig", newline="") as f:
-      reader = csv.reader(f)
+    with common.open_text(path) as lines:
+      reader = csv.reader(lines)
       header = next(reader, [])
       if header != FER2013_HEADER:
         raise common.AnnotationError(f"{path}: header {','.join(header)!r} is not "
@@ -305,8 +305,8 @@ class Ferplus(common.ManualBuilder):
   def _read_label_csv(self, path: pathlib.Path, split: str) -> dict[str, list[int]]:
     """name stem -> votes, from a headerless `name,"(x, y, w, h)",<10 votes>` file."""
     votes = {}
-    with open(common.require(path), encoding="utf-8-sig", newline="") as f:
-      reader = csv.reader(f)
+    with common.open_text(common.require(path)) as lines:
+      reader = csv.reader(lines)
       for fields in reader:
         where = f"{path.parent.name}/{path.name}:{reader.line_num}"
         try:

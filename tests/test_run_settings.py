@@ -1,0 +1,70 @@
+"""Config checks made before training: loop settings, and resuming with a changed config."""
+
+import json
+
+import pytest
+
+from configs import resnet
+from ferjax import errors, train
+
+
+def _config(**overrides):
+  config = resnet.get_config("synthetic")
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("log_every_steps", 0, "config.log_every_steps must be at least 1, got 0"),
+    ("eval_every_epochs", 0, "config.eval_every_epochs must be at least 1"),
+    ("checkpoint_every_steps", -5, "config.checkpoint_every_steps must be at least 1"),
+    ("keep_checkpoints", 0, "config.keep_checkpoints must be at least 1"),
+    ("best_metric", "acc", "config.best_metric must be one of war, uar, got 'acc'"),
+])
+def test_bad_loop_settings_fail_before_training(key, value, message):
+  with pytest.raises(errors.UserError, match=message):
+    train.check_run_settings(_config(**{key: value}))
+
+
+def _workdir_with_checkpoint(tmp_path, config) -> str:
+  (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+  (tmp_path / "checkpoints" / "40").mkdir(parents=True)
+  return str(tmp_path)
+
+
+def test_resume_with_a_different_data_stream_or_state_is_refused(tmp_path):
+  workdir = _workdir_with_checkpoint(tmp_path, _config())
+  with pytest.raises(errors.UserError,
+                     match=r"config.batch_size=64, this command has 32; resume with the same"):
+    train.check_resumable(_config(batch_size=32), workdir)
+  with pytest.raises(errors.UserError, match=r"config.model.depth=18, this command has 34"):
+    train.check_resumable(_config(**{"model.depth": 34}), workdir)
+  with pytest.raises(errors.UserError, match=r"config.optimizer.name='sgd', this command has"):
+    train.check_resumable(_config(**{"optimizer.name": "adamw"}), workdir)
+
+
+def test_resume_may_change_schedule_length_dtype_and_data_dir(tmp_path):
+  workdir = _workdir_with_checkpoint(tmp_path, _config())
+  train.check_resumable(_config(num_epochs=20, **{"optimizer.learning_rate": 0.01,
+                                                  "model.dtype": "bfloat16",
+                                                  "dataset.data_dir": "/elsewhere"}), workdir)
+
+
+def test_fields_unknown_to_either_version_are_not_compared(tmp_path):
+  recorded = json.loads(_config().to_json_best_effort())
+  del recorded["model"]["depth"]                # written before the field existed
+  recorded["model"]["retired_switch"] = True    # since removed
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  (tmp_path / "checkpoints" / "40").mkdir(parents=True)
+  train.check_resumable(_config(**{"model.depth": 34}), str(tmp_path))
+
+
+def test_a_workdir_without_checkpoints_accepts_any_config(tmp_path):
+  (tmp_path / "config.json").write_text(_config().to_json_best_effort())
+  (tmp_path / "checkpoints").mkdir()
+  train.check_resumable(_config(batch_size=8), str(tmp_path))
