@@ -22,9 +22,10 @@ dropped from train and test (`dataset.min_frames=0` for the standard protocol).
 The official code has no training script; the recipe is Former-DFER's
 (main_DFEW.py, which LSTPNet derives from, spec §11): cross-entropy, SGD lr
 0.01, momentum 0.9, weight decay 1e-4, lr x0.1 every 40 epochs, 100 epochs,
-batch 32, train batches drop the remainder. The paper selects the epoch with
-the best WAR + UAR on the test split; `best_metric` keeps the best-WAR
-checkpoint and every eval is logged.
+batch 32, train batches drop the remainder. The authors selected the epoch with
+the best WAR + UAR on the test split (`best_metric="war_plus_uar"` keeps that
+checkpoint: `--config.eval_only=True --config.eval_checkpoint=best`); the
+final epoch's metrics are in final_metrics.json and every eval is logged.
 """
 
 import ml_collections
@@ -89,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 32
   config.num_epochs = 100
   config.checkpoint_every_steps = 1000
-  config.best_metric = "war"
+  config.best_metric = "war_plus_uar"
 
   if dataset == "dfew":
     config.dataset.name = "dfew/official"
@@ -105,8 +106,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = 20
   else:
     _synthetic(config, windowed=dataset == "synthetic_window")
-  # The model needs T explicitly (TCE and LSTformer work per clip).
-  config.model.num_frames = config.input.num_frames
+  # The model needs T explicitly (TCE and LSTformer work per clip); a reference,
+  # so that --config.input.num_frames=N changes both.
+  config.model.num_frames = config.input.get_ref("num_frames")
   return config
 
 

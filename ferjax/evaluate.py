@@ -3,8 +3,10 @@
 Every example of an evaluated split is counted exactly once: the last batch is
 padded and its padded rows are masked out. Per-example predictions, labels and
 metadata are gathered to the host, where the metrics and reports (pose
-buckets, embedding diagnostics, AEA's two evaluation modes) are computed.
+buckets, embedding diagnostics, AEA's evaluation modes) are computed.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,10 @@ from flax import nnx
 
 from ferjax import metrics as metrics_lib, model_inputs, sharding
 from ferjax.data import pipeline
+
+# AEA's batch-dependence check (slm_aea.md §5 `batch_shuffled`): the eval split
+# in these seeded random orders, predicted with each eval batch's own mean.
+SHUFFLE_SEEDS = (0, 1, 2, 3, 4)
 
 
 def _eval_step(graphdef, input_config, feature_key: str | None):
@@ -84,7 +90,7 @@ class Evaluator:
     `write_reports`, also the PNG/JSON reports and `final_metrics.json`."""
     config = self.experiment.config
     class_names = self.experiment.class_names
-    state, graphdef, aea_modes = self._aea_states(state)
+    state, graphdef, aea_modes = self._aea_states(state, shuffled=write_reports)
     results, outputs_by_split = {}, {}
     for name, split in self.splits.items():
       outputs = self.predict(state, split, graphdef)
@@ -133,11 +139,12 @@ class Evaluator:
                                   str(workdir / "embeddings.png"))
     return reports
 
-  def _aea_states(self, state):
+  def _aea_states(self, state, *, shuffled: bool):
     """For AEA models: the state/graphdef of the configured eval mode, and both modes' metrics.
 
     `batch_independent` needs the train-set mean of the pooled features, computed
     here in eval mode with the current model (one pass over the train split).
+    With `shuffled`, the metrics also hold `batch_shuffled` (`_shuffled_metrics`).
     """
     experiment = self.experiment
     model, objective = nnx.merge(experiment.graphdef, state.params, state.rest)
@@ -158,4 +165,28 @@ class Evaluator:
       states[mode] = (state.replace(params=params, rest=rest), graphdef)
       modes[mode] = self._split_metrics(self.predict(states[mode][0], eval_split, graphdef),
                                         experiment.class_names)
+    if shuffled:
+      modes["batch_shuffled"] = self._shuffled_metrics(*states["code_faithful"], eval_split)
     return (*states[aea.canonical_eval_mode(experiment.config.model.aea.eval_mode)], modes)
+
+  def _shuffled_metrics(self, state, graphdef, split: pipeline.SplitSource) -> dict:
+    """WAR/UAR of batch-mean (code_faithful) predictions over the split in random orders.
+
+    With the split in file order an eval batch can be mostly one class (RAF-DB's
+    test tail), and its batch mean then carries label information; shuffled
+    orders measure how much the batch-mean numbers depend on that.
+    Returns {war, uar: mean over SHUFFLE_SEEDS; war_std, uar_std: sample std;
+    war_per_seed, uar_per_seed; seeds}.
+    """
+    per_seed = []
+    for seed in SHUFFLE_SEEDS:
+      order = np.random.default_rng(seed).permutation(len(split))
+      shuffled = dataclasses.replace(split, positions=split.positions[order])
+      per_seed.append(self._split_metrics(self.predict(state, shuffled, graphdef),
+                                          self.experiment.class_names))
+    report = {"seeds": list(SHUFFLE_SEEDS)}
+    for name in ("war", "uar"):
+      values = np.asarray([m[name] for m in per_seed])
+      report.update({name: float(values.mean()), f"{name}_std": float(values.std(ddof=1)),
+                     f"{name}_per_seed": values.tolist()})
+    return report

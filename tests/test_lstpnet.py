@@ -166,6 +166,9 @@ def test_config_variants(arg, field, value):
   section, name = field.split(".")
   assert config[section][name] == value
   assert config.model.num_frames == config.input.num_frames
+  assert config.best_metric == "war_plus_uar"           # the authors' epoch selection
+  config.input.num_frames = 4                           # as --config.input.num_frames=4
+  assert config.model.num_frames == 4
 
 
 @pytest.mark.parametrize("arg", ["fold=6", "ferv39k,afew", "nofold"])

@@ -96,6 +96,28 @@ def test_an_empty_process_slice_has_the_metadata_dtypes_and_shapes(monkeypatch):
   for name in ("yaw", "view"):
     assert (empty[name].dtype, empty[name].shape) == (full[name].dtype, full[name].shape)
   assert (empty["view"].dtype, empty["view"].shape) == (np.int32, (2, 2))
+  # Its padding repeats the batch's one real row (index 4), not blank images.
+  assert empty["index"].tolist() == [4, 4]
+  np.testing.assert_array_equal(empty["image"][:, 0, 0, 0], [4, 4])
+
+
+def test_padding_repeats_the_global_batch_evenly(monkeypatch):
+  # 7 rows, batch 6 over 2 processes: batch 1 holds one real row (process 0's
+  # slot 0); every other slot repeats it. 9 rows, batch 6: batch 1's three real
+  # rows are all process 0's, and process 1's slots g = 3, 4, 5 repeat rows
+  # g mod 3 = 0, 1, 2 of the global batch: each real row once more.
+  monkeypatch.setattr(pipeline.jax, "process_count", lambda: 2)
+  for process, expected_mask in ((0, [True, False, False]), (1, [False, False, False])):
+    monkeypatch.setattr(pipeline.jax, "process_index", lambda p=process: p)
+    batch = _loader(n=7, batch=6, train=False)(1)
+    assert batch["mask"].tolist() == expected_mask
+    assert batch["index"].tolist() == [6, 6, 6]
+  parts = {}
+  for process in (0, 1):
+    monkeypatch.setattr(pipeline.jax, "process_index", lambda p=process: p)
+    parts[process] = _loader(n=9, batch=6, train=False)(1)
+  assert parts[0]["index"].tolist() == parts[1]["index"].tolist() == [6, 7, 8]
+  assert parts[0]["mask"].all() and not parts[1]["mask"].any()
 
 
 def test_loader_rejects_bad_metadata_and_segments():

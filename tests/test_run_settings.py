@@ -24,11 +24,18 @@ def _config(**overrides):
     ("eval_every_epochs", 0, "config.eval_every_epochs must be at least 1"),
     ("checkpoint_every_steps", -5, "config.checkpoint_every_steps must be at least 1"),
     ("keep_checkpoints", 0, "config.keep_checkpoints must be at least 1"),
-    ("best_metric", "acc", "config.best_metric must be one of war, uar, got 'acc'"),
+    ("best_metric", "acc", "config.best_metric must be one of war, uar, war_plus_uar, got"),
 ])
 def test_bad_loop_settings_fail_before_training(key, value, message):
   with pytest.raises(errors.UserError, match=message):
     train.check_run_settings(_config(**{key: value}))
+
+
+def test_ranking_values():
+  metrics = {"war": 0.5, "uar": 0.25, "per_class": {}}
+  assert train.ranking_value(metrics, "war") == 0.5
+  assert train.ranking_value(metrics, "uar") == 0.25
+  assert train.ranking_value(metrics, "war_plus_uar") == 0.75
 
 
 def _workdir_with_checkpoint(tmp_path, config) -> str:

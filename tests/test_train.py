@@ -172,3 +172,22 @@ def test_nan_loss_keeps_checkpoints_finite(ferjax_cli, tmp_path):
   steps = _checkpoint_steps(workdir) if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
   for step in steps:
     assert all(np.isfinite(x).all() for x in _leaves(_restore_params(workdir, step)))
+
+
+def test_slm_aea_reports_every_eval_mode_and_the_mined_labels(ferjax_cli, tmp_path):
+  workdir = tmp_path / "slm"
+  ferjax_cli(["--config=configs/slm_aea.py:synthetic", f"--workdir={workdir}",
+              *TINY_IMAGE_OVERRIDES, "--config.batch_size=48"])
+  with open(workdir / "final_metrics.json") as f:
+    metrics = json.load(f)
+  modes = metrics["aea_eval_modes"]
+  # The headline is the configured mode (batch_independent, the fixed mean).
+  assert metrics["war"] == modes["batch_independent"]["war"]
+  shuffled = modes["batch_shuffled"]
+  assert shuffled["seeds"] == [0, 1, 2, 3, 4] and len(shuffled["war_per_seed"]) == 5
+  np.testing.assert_allclose(shuffled["war"], np.mean(shuffled["war_per_seed"]))
+  np.testing.assert_allclose(shuffled["war_std"], np.std(shuffled["war_per_seed"], ddof=1))
+  assert 0.0 <= modes["code_faithful"]["war"] <= 1.0
+  mined = np.load(workdir / "soft_labels.npz")
+  assert mined["soft_label"].shape == (len(mined["id"]), 7)
+  np.testing.assert_allclose(mined["soft_label"].sum(1), 1.0, rtol=1e-5)

@@ -290,9 +290,14 @@ class BatchLoader:
     rows = self._order(epoch)[position * self.global_batch_size:
                               (position + 1) * self.global_batch_size]
     start = self.process_index * self.local_batch_size
-    local = rows[start:start + self.local_batch_size]
-    examples = [self._load(int(j), epoch) for j in local]
-    return self._collate(examples)
+    # Slots past the real rows of a partial last batch repeat real rows of the
+    # whole global batch (slot g takes row g mod n), so every process, even one
+    # whose slice holds no real row, feeds train-mode BatchNorm real images, and
+    # the repeats spread evenly; `mask` keeps them out of losses and metrics.
+    slots = [int(rows[g % len(rows)]) for g in range(start, start + self.local_batch_size)]
+    loaded = {j: self._load(j, epoch) for j in dict.fromkeys(slots)}
+    return self._collate([loaded[j] for j in slots],
+                         num_real=min(max(len(rows) - start, 0), self.local_batch_size))
 
   def _load(self, j: int, epoch: int) -> dict:
     position, record = self.split.record(j)
@@ -312,7 +317,8 @@ class BatchLoader:
       example[name] = np.asarray(record[name])
     return example
 
-  def _collate(self, examples: list[dict]) -> dict[str, np.ndarray]:
+  def _collate(self, examples: list[dict], num_real: int) -> dict[str, np.ndarray]:
+    """Stacks one example per slot; the first `num_real` are real, the rest padding."""
     b = self.local_batch_size
     size = self.image_size
     shape = (self.num_frames, size, size, 3) if self.kind == "clip" else (size, size, 3)
@@ -323,21 +329,17 @@ class BatchLoader:
         "mask": np.zeros((b,), bool),
     }
     pixels = batch["frames" if self.kind == "clip" else "image"]
-    # Shapes and dtypes from the loader's templates, not from the rows: a process
-    # whose slice of a partial last batch is empty must build the same arrays as
-    # the others, or the global batch cannot be assembled.
+    # Shapes and dtypes from the loader's templates, not from the rows: every
+    # process must build the same arrays, or the global batch cannot be assembled.
     for name, template in self.metadata.items():
       batch[name] = np.zeros((b, *template.shape), template.dtype)
-    # Padded rows repeat the real ones (mask False): train-mode BatchNorm then sees
-    # statistics of real images rather than of blank padding.
-    for i in range(b if examples else 0):
-      example = examples[i % len(examples)]
+    for i, example in enumerate(examples):
       pixels[i] = example["pixels"]
       batch["label"][i] = example["label"]
       batch["index"][i] = example["index"]
-      batch["mask"][i] = i < len(examples)
       for name in self.metadata:
         batch[name][i] = example[name]
+    batch["mask"][:num_real] = True
     return batch
 
 
