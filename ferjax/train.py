@@ -7,7 +7,6 @@ when there is one, saves every `checkpoint_every_steps`, on SIGTERM
 `evaluate(config, workdir)` re-evaluates the latest or best checkpoint.
 """
 
-import json
 import signal
 
 import flax
@@ -22,7 +21,8 @@ from clu import metrics as clu_metrics
 from etils import epath
 from flax import nnx
 
-from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, sharding
+from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, run_config
+from ferjax import sharding
 from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
@@ -77,79 +77,11 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, input_config):
   return train_step
 
 
-# What a checkpoint can be ranked by (`config.best_metric`); LSTPNet's authors
-# selected epochs by WAR + UAR.
-RANKING_METRICS = ("war", "uar", "war_plus_uar")
-
-# Config fields (and subtrees) a resumed run must share with the run that wrote its
-# checkpoints: they fix the data stream (order, batches per epoch) or the layout of
-# the train state. Everything else (epochs, learning rate, eval and logging
-# cadence, data_dir, compute dtype) may change between restarts.
-RESUME_INVARIANTS = ("seed", "batch_size", "train_drop_remainder", "dataset.name",
-                     "dataset.train_split", "dataset.num_classes", "dataset.label_key",
-                     "dataset.fold", "dataset.min_frames", "model", "objective.name",
-                     "optimizer.name", "input.image_size", "input.num_frames",
-                     "input.num_segments")
-RESUME_FREE = ("model.dtype",)
-
-
-def check_run_settings(config: ml_collections.ConfigDict) -> None:
-  """Rejects loop settings that would fail late (after an epoch) or never act."""
-  for name in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps",
-               "keep_checkpoints", "num_epochs"):
-    if config[name] < 1:
-      raise errors.UserError(f"config.{name} must be at least 1, got {config[name]}")
-  if config.best_metric not in RANKING_METRICS:
-    raise errors.UserError(f"config.best_metric must be one of {', '.join(RANKING_METRICS)}, "
-                           f"got {config.best_metric!r}")
-
-
-def ranking_value(eval_metrics: dict, best_metric: str) -> float:
-  """The value of `best_metric` (one of RANKING_METRICS) in an evaluation's metrics."""
-  if best_metric == "war_plus_uar":
-    return eval_metrics["war"] + eval_metrics["uar"]
-  return eval_metrics[best_metric]
-
-
-def _leaves(tree, prefix: str = "") -> dict:
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  flat = {}
-  for key, value in tree.items():
-    flat.update(_leaves(value, f"{prefix}.{key}" if prefix else key))
-  return flat
-
-
-def _has_checkpoints(workdir: str) -> bool:
-  """Whether `workdir/checkpoints` holds a saved step (Orbax may have made it empty)."""
-  directory = epath.Path(workdir) / "checkpoints"
-  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
-
-
-def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Raises if `workdir`'s checkpoints come from a config that differs in a RESUME_INVARIANTS field.
-
-  Fields missing on either side (added or removed by a ferjax upgrade) are not compared.
-  """
-  recorded_path = epath.Path(workdir) / "config.json"
-  if not (recorded_path.exists() and _has_checkpoints(workdir)):
-    return
-  recorded = _leaves(json.loads(recorded_path.read_text()))
-  current = _leaves(json.loads(config.to_json_best_effort()))
-  for key in sorted(set(recorded) & set(current)):
-    invariant = any(key == name or key.startswith(name + ".") for name in RESUME_INVARIANTS)
-    if invariant and key not in RESUME_FREE and recorded[key] != current[key]:
-      raise errors.UserError(
-          f"{workdir} holds checkpoints of a run with config.{key}={recorded[key]!r}, "
-          f"this command has {current[key]!r}; resume with the same value or use a new "
-          "--workdir")
-
-
 class Experiment:
   """Everything a run needs, built from the config: data, model, optimizer, state."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    check_run_settings(config)
+    run_config.check_run_settings(config)
     self.config = config
     self.workdir = workdir
     self.mesh = sharding.make_mesh()
@@ -279,7 +211,7 @@ class _LossWatch:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming when possible), evaluates and writes final_metrics.json."""
   _check_workdir(workdir)
-  check_resumable(config, workdir)
+  run_config.check_resumable(config, workdir)
   experiment = Experiment(config, workdir)
   checkpointer = checkpointing.Checkpointer(
       str(epath.Path(workdir) / "checkpoints"), keep=config.keep_checkpoints,
@@ -336,10 +268,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if save_now or stop_now:
         if not _all_finite(state.params):
           raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
-        checkpointer.save(step, state, iterator,
-                          metrics={config.best_metric: ranking_value(eval_metrics,
-                                                                     config.best_metric)}
-                          if eval_metrics else None)
+        ranking = (None if eval_metrics is None else
+                   {config.best_metric: run_config.ranking_value(eval_metrics,
+                                                                 config.best_metric)})
+        checkpointer.save(step, state, iterator, metrics=ranking)
         last_saved = step
       if stop_now:
         checkpointer.wait()
@@ -385,7 +317,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            f"{config.eval_checkpoint!r}")
   _check_workdir(workdir)
   checkpoint_dir = epath.Path(workdir) / "checkpoints"
-  if not _has_checkpoints(workdir):
+  if not run_config.has_checkpoints(workdir):
     if not config.init_from:
       raise errors.UserError(f"no checkpoints in {checkpoint_dir}: train first, check "
                              "--workdir, or give --config.init_from")

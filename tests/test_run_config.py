@@ -1,11 +1,11 @@
-"""Config checks made before training: loop settings, and resuming with a changed config."""
+"""ferjax.run_config: loop settings, ranking metrics, and resuming with a changed config."""
 
 import json
 
 import pytest
 
 from configs import resnet
-from ferjax import errors, train
+from ferjax import errors, run_config
 
 
 def _config(**overrides):
@@ -28,14 +28,14 @@ def _config(**overrides):
 ])
 def test_bad_loop_settings_fail_before_training(key, value, message):
   with pytest.raises(errors.UserError, match=message):
-    train.check_run_settings(_config(**{key: value}))
+    run_config.check_run_settings(_config(**{key: value}))
 
 
 def test_ranking_values():
   metrics = {"war": 0.5, "uar": 0.25, "per_class": {}}
-  assert train.ranking_value(metrics, "war") == 0.5
-  assert train.ranking_value(metrics, "uar") == 0.25
-  assert train.ranking_value(metrics, "war_plus_uar") == 0.75
+  assert run_config.ranking_value(metrics, "war") == 0.5
+  assert run_config.ranking_value(metrics, "uar") == 0.25
+  assert run_config.ranking_value(metrics, "war_plus_uar") == 0.75
 
 
 def _workdir_with_checkpoint(tmp_path, config) -> str:
@@ -48,16 +48,16 @@ def test_resume_with_a_different_data_stream_or_state_is_refused(tmp_path):
   workdir = _workdir_with_checkpoint(tmp_path, _config())
   with pytest.raises(errors.UserError,
                      match=r"config.batch_size=64, this command has 32; resume with the same"):
-    train.check_resumable(_config(batch_size=32), workdir)
+    run_config.check_resumable(_config(batch_size=32), workdir)
   with pytest.raises(errors.UserError, match=r"config.model.depth=18, this command has 34"):
-    train.check_resumable(_config(**{"model.depth": 34}), workdir)
+    run_config.check_resumable(_config(**{"model.depth": 34}), workdir)
   with pytest.raises(errors.UserError, match=r"config.optimizer.name='sgd', this command has"):
-    train.check_resumable(_config(**{"optimizer.name": "adamw"}), workdir)
+    run_config.check_resumable(_config(**{"optimizer.name": "adamw"}), workdir)
 
 
 def test_resume_may_change_schedule_length_dtype_and_data_dir(tmp_path):
   workdir = _workdir_with_checkpoint(tmp_path, _config())
-  train.check_resumable(_config(num_epochs=20, **{"optimizer.learning_rate": 0.01,
+  run_config.check_resumable(_config(num_epochs=20, **{"optimizer.learning_rate": 0.01,
                                                   "model.dtype": "bfloat16",
                                                   "dataset.data_dir": "/elsewhere"}), workdir)
 
@@ -68,10 +68,10 @@ def test_fields_unknown_to_either_version_are_not_compared(tmp_path):
   recorded["model"]["retired_switch"] = True    # since removed
   (tmp_path / "config.json").write_text(json.dumps(recorded))
   (tmp_path / "checkpoints" / "40").mkdir(parents=True)
-  train.check_resumable(_config(**{"model.depth": 34}), str(tmp_path))
+  run_config.check_resumable(_config(**{"model.depth": 34}), str(tmp_path))
 
 
 def test_a_workdir_without_checkpoints_accepts_any_config(tmp_path):
   (tmp_path / "config.json").write_text(_config().to_json_best_effort())
   (tmp_path / "checkpoints").mkdir()
-  train.check_resumable(_config(batch_size=8), str(tmp_path))
+  run_config.check_resumable(_config(batch_size=8), str(tmp_path))
