@@ -280,7 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpointer.wait()
     if final is None:  # Resumed from the last step's checkpoint: nothing left to train.
       final = evaluator.evaluate(state, step, write_reports=True)
-    if config.objective.get("export_soft_labels") and jax.process_index() == 0:
+    if config.objective.get("export_soft_labels"):
       _export_soft_labels(experiment, state)
     writer.flush()
     return final
@@ -291,7 +291,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _export_soft_labels(experiment: Experiment, state: TrainState) -> None:
-  """Writes SLM's mined labels per training example to workdir/soft_labels.{npz,csv}."""
+  """Writes SLM's mined labels per training example to workdir/soft_labels.{npz,csv}.
+
+  Every process reads the split (ids, labels) so that all reach the shutdown
+  barrier together; only process 0 writes.
+  """
   from ferjax.objectives import soft_label_mining  # pylint: disable=g-import-not-at-top
   _, objective = nnx.merge(experiment.graphdef, state.params, state.rest)
   split = experiment.train_split
@@ -299,8 +303,11 @@ def _export_soft_labels(experiment: Experiment, state: TrainState) -> None:
   hard = np.full((split.num_records,), -1, np.int64)
   for j in range(len(split)):
     position, record = split.record(j)
-    ids[position] = record["id"].decode() if isinstance(record["id"], bytes) else str(position)
+    example_id = record.get("id")
+    ids[position] = example_id.decode() if isinstance(example_id, bytes) else str(position)
     hard[position] = int(record[experiment.config.dataset.label_key])
+  if jax.process_index() > 0:
+    return
   paths = soft_label_mining.export_soft_labels(
       np.asarray(objective.table[...]), ids, hard, epath.Path(experiment.workdir) / "soft_labels")
   logging.info("Mined soft labels written to %s", ", ".join(paths))
