@@ -172,6 +172,7 @@ def test_wraps_every_image_backbone_from_config(config_module, arg, feature_dim)
     return aea.wrap_from_config(backbone, config.model, 7, rngs=nnx.Rngs(1))
   model = nnx.eval_shape(build)
   assert model.aea.eval_mode == "batch_independent"
+  assert model.backbone.fc is None    # no dead classifier computed under AEA's own
   outputs = _abstract_outputs(model, config.input.image_size)
   assert outputs["logits"].shape == (2, 7)
   assert outputs["backbone_features"].shape == (2, feature_dim)

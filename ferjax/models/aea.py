@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from ferjax.models import registry, resnet, torch_layers
+from ferjax.models import msfe, registry, resnet, torch_layers
 
 EVAL_MODES: dict[str, str] = {
     "code_faithful": "code_faithful",
@@ -86,8 +86,8 @@ class AEAClassifier(nnx.Module):
   """backbone -> pooled features x -> AEA -> fresh Linear(D, K).
 
   `backbone(x, train=)` must return a dict with `features` `[B, D]`. A
-  ResNet backbone (plain or with ST-SE hooks) loses its own classifier; any
-  other backbone keeps it, but its logits are replaced. Returns the
+  ResNet (plain or with ST-SE hooks) or MSFE backbone loses its own
+  classifier; any other backbone keeps it, but its logits are replaced. Returns the
   backbone's outputs with `logits` `[B, K]`, `features` = h `[B, D]` (the
   classifier input) and `backbone_features` = x `[B, D]`.
   """
@@ -97,7 +97,7 @@ class AEAClassifier(nnx.Module):
   def __init__(self, backbone: nnx.Module, num_classes: int, *, feature_dim: int | None = None,
                eval_mode: str = "code_faithful", dtype: Any = jnp.float32, rngs: nnx.Rngs):
     feature_dim = feature_dim or _feature_dim(backbone)
-    if isinstance(backbone, resnet.ResNet):
+    if isinstance(backbone, (resnet.ResNet, msfe.MultiscaleNetwork)):
       backbone.fc = None
     self.backbone = backbone
     self.aea = AverageExpressionAnchoring(feature_dim, eval_mode=eval_mode)

@@ -86,12 +86,13 @@ class MultiscaleNetwork(nnx.Module):
   """ResNet taps -> per-tap CSA branches -> concat -> Linear + BN1d -> f -> logits.
 
   Input `[B, H, W, 3]`. Returns `{"logits": [B, K], "features": f [B, E]}`
-  where f = BN1d(Linear(concat_i v_i)) is the embedding (E = `embed_dim`).
+  where f = BN1d(Linear(concat_i v_i)) is the embedding (E = `embed_dim`);
+  no `logits` when `fc` is None (headless, e.g. inside AEA).
   `backbone` is a headless `ferjax.models.resnet.ResNet`, so converted
   ResNet checkpoints load into `model.backbone`.
   """
 
-  def __init__(self, num_classes: int, *, depth: int = 18, taps: Sequence[int] = (2, 3, 4),
+  def __init__(self, num_classes: int | None, *, depth: int = 18, taps: Sequence[int] = (2, 3, 4),
                attention: str = "scaled", reduction: int = 16, branch_dim: int = 256,
                embed_dim: int = 512, dtype: Any = jnp.float32, rngs: nnx.Rngs):
     taps = tuple(taps)
@@ -106,13 +107,16 @@ class MultiscaleNetwork(nnx.Module):
     self.embed = torch_layers.linear(branch_dim * len(self.taps), embed_dim, dtype=dtype,
                                      rngs=rngs)
     self.embed_bn = resnet.batch_norm(embed_dim, dtype, rngs)
-    self.fc = torch_layers.linear(embed_dim, num_classes, dtype=dtype, rngs=rngs)
+    self.fc = None if num_classes is None else torch_layers.linear(
+        embed_dim, num_classes, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
     stages = self.backbone.stages(x, train=train)
     pooled = [branch(stages[t - 1], train=train) for t, branch in zip(self.taps, self.branches)]
     features = self.embed_bn(self.embed(jnp.concatenate(pooled, axis=-1)),
                              use_running_average=not train)
+    if self.fc is None:
+      return {"features": features}
     return {"logits": self.fc(features), "features": features}
 
 
