@@ -9,12 +9,24 @@ mid-save never damages the previous checkpoints. Kept: the latest
 `keep` checkpoints plus the best by the configured eval metric.
 """
 
+from etils import epath
 import grain
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from ferjax import errors
+
+
+def saved_steps(directory: str) -> list[int]:
+  """The steps saved under a checkpoint `directory`, ascending ([] if it does not exist).
+
+  Orbax creates the directory before the first save, so it may exist and be empty.
+  """
+  directory = epath.Path(directory)
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
 class Checkpointer:

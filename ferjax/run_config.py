@@ -9,7 +9,7 @@ import json
 import ml_collections
 from etils import epath
 
-from ferjax import errors
+from ferjax import checkpointing, errors
 
 
 # What a checkpoint can be ranked by (`config.best_metric`); LSTPNet's authors
@@ -55,19 +55,14 @@ def _leaves(tree, prefix: str = "") -> dict:
   return flat
 
 
-def has_checkpoints(workdir: str) -> bool:
-  """Whether `workdir/checkpoints` holds a saved step (Orbax may have made it empty)."""
-  directory = epath.Path(workdir) / "checkpoints"
-  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
-
-
 def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises if `workdir`'s checkpoints come from a config that differs in a RESUME_INVARIANTS field.
 
   Fields missing on either side (added or removed by a ferjax upgrade) are not compared.
   """
-  recorded_path = epath.Path(workdir) / "config.json"
-  if not (recorded_path.exists() and has_checkpoints(workdir)):
+  workdir_path = epath.Path(workdir)
+  recorded_path = workdir_path / "config.json"
+  if not (recorded_path.exists() and checkpointing.saved_steps(str(workdir_path / "checkpoints"))):
     return
   recorded = _leaves(json.loads(recorded_path.read_text()))
   current = _leaves(json.loads(config.to_json_best_effort()))

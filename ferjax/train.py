@@ -324,7 +324,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            f"{config.eval_checkpoint!r}")
   _check_workdir(workdir)
   checkpoint_dir = epath.Path(workdir) / "checkpoints"
-  if not run_config.has_checkpoints(workdir):
+  if not checkpointing.saved_steps(str(checkpoint_dir)):
     if not config.init_from:
       raise errors.UserError(f"no checkpoints in {checkpoint_dir}: train first, check "
                              "--workdir, or give --config.init_from")

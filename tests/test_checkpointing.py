@@ -30,7 +30,14 @@ def test_best_checkpoint_is_kept_and_found_after_a_restart(tmp_path):
   checkpointer.wait()
   assert checkpointer.best_step() == 1
   assert checkpointer.manager.all_steps() == [1, 5]
+  assert checkpointing.saved_steps(directory) == [1, 5]
   abstract = {"w": jax.ShapeDtypeStruct((2,), np.float32)}
   restored = checkpointer.restore(1, abstract, None)
   np.testing.assert_array_equal(restored["w"], [1.0, 1.0])
   checkpointer.close()
+
+
+def test_saved_steps_of_missing_and_empty_directories(tmp_path):
+  assert checkpointing.saved_steps(str(tmp_path / "missing")) == []
+  (tmp_path / "checkpoints").mkdir()   # as Orbax leaves it before the first save
+  assert checkpointing.saved_steps(str(tmp_path / "checkpoints")) == []

@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from ferjax import checkpointing
 from ferjax.convert import torch_lstpnet, torch_resnet
 from ferjax.convert.families import module_path
 from ferjax.convert.state import Converted, path_key
@@ -34,12 +35,10 @@ def find_run(path: str) -> tuple[epath.Path, epath.Path] | None:
   """
   path = epath.Path(path)
   if (path / "config.json").exists():
-    checkpoints = path / "checkpoints"
-    steps = sorted(int(p.name) for p in checkpoints.iterdir()
-                   if p.name.isdigit()) if checkpoints.is_dir() else []
+    steps = checkpointing.saved_steps(str(path / "checkpoints"))
     if not steps:
       raise ValueError(f"{path}: a ferjax workdir without any saved checkpoint")
-    return path, checkpoints / str(steps[-1])
+    return path, path / "checkpoints" / str(steps[-1])
   if path.name.isdigit() and path.parent.name == "checkpoints":
     workdir = path.parent.parent
     if (workdir / "config.json").exists():
