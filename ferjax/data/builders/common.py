@@ -333,8 +333,6 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
     self.report = BuildReport()
     self.progress: Callable[[int], Any] | None = None
     self._index_values: dict[str, dict[str, list]] = {}
-    # split -> (key, reason) of its first item skipped while loading.
-    self._first_skip: dict[str, tuple[str, str]] = {}
 
   @abc.abstractmethod
   def _entries(self, manual_dir: pathlib.Path) -> dict[str, list[Entry]]:
@@ -360,7 +358,6 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
   def _shard_iterators_per_split(self, dl_manager):
     self.report = BuildReport(tuple(self.info.features["label"].names), progress=self.progress)
     self._index_values = {name: {} for name in self.INDEX_FEATURES}
-    self._first_skip = {}
     per_split = self._entries(self._manual_dir(dl_manager))
     shards = {}
     for split, entries in per_split.items():
@@ -397,9 +394,10 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
     """
     for split in self.info.splits:
       if not self.info.splits[split].num_examples:
-        if split not in self._first_skip:
+        skipped = [(item, reason) for s, item, reason in self.report.skipped if s == split]
+        if not skipped:
           raise LayoutError(f"split {split} lists no items; see docs/datasets.md")
-        item, reason = self._first_skip[split]
+        item, reason = skipped[0]
         raise LayoutError(f"no item of split {split} could be loaded, the first ({item}) "
                           f"for: {reason}; see docs/datasets.md")
 
@@ -410,7 +408,6 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
         example = future.result()
       except SkipItem as skip:
         self.report.skip(split, e.key, str(skip))
-        self._first_skip.setdefault(split, (e.key, str(skip)))
         continue
       except Exception as error:
         # Not dirty data (that is a SkipItem) but a bug or a system error: fail, and
