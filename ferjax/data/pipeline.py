@@ -32,20 +32,15 @@ from ferjax.data import augment, frame_sampling, labels
 SYNTHETIC_PREFIX = "synthetic_fer"
 
 
-def resolve_data_dir(data_dir: str) -> str:
-  """config.dataset.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-  return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(
-      "~/tensorflow_datasets")
-
-
 def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """The prepared builder for `name`; the synthetic dataset is generated on first use.
 
   Raises:
     UserError: when a real dataset has not been prepared (with the command to do it).
   """
-  import ferjax.data.builders  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
-  data_dir = resolve_data_dir(data_dir)
+  # Importing the builders package registers every builder.
+  from ferjax.data.builders import common  # pylint: disable=g-import-not-at-top
+  data_dir = common.resolve_data_dir(data_dir)
   try:
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:

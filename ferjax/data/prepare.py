@@ -15,6 +15,7 @@ download layout are printed as one line on stderr (exit status 2).
 import inspect
 import os
 import pathlib
+import shutil
 import sys
 
 # TensorFlow (imported by TFDS) logs its C++ start-up chatter unless told not to.
@@ -114,6 +115,8 @@ def prepare(name: str, *, config: str | None = None, manual_dir: str | None = No
     if not path.is_dir():
       raise common.LayoutError(f"manual_dir {path} is not a folder (layout: docs/datasets.md)")
     download_config.manual_dir = str(path)
+  data_dir = common.resolve_data_dir(data_dir)
+  check_data_dir(data_dir)
   try:
     builder = cls(config=config, data_dir=data_dir, file_format="array_record",
                   **builder_kwargs)
@@ -124,14 +127,48 @@ def prepare(name: str, *, config: str | None = None, manual_dir: str | None = No
                   enabled=progress)
   if isinstance(builder, common.ManualBuilder):
     builder.progress = bar
+  # TFDS removes its incomplete version folder, but not the folders above it nor
+  # its (unused) download folder.
+  created = {_first_missing(path) for path in (builder.data_path, f"{data_dir}/downloads")}
   try:
     builder.download_and_prepare(download_config=download_config)
+  except BaseException:
+    for path in created - {None}:
+      shutil.rmtree(path, ignore_errors=True)
+    raise
   finally:
     bar.close()
   report_path = builder.data_path / common.REPORT_FILE
   report = (common.BuildReport.from_json(report_path.read_text())
             if report_path.exists() else None)
   return builder, report
+
+
+def check_data_dir(data_dir: str) -> None:
+  """Fails with one line when a local `data_dir` cannot hold a dataset.
+
+  Raises:
+    UserError: when the path or its nearest existing parent is not a writable folder.
+  """
+  if "://" in data_dir:  # gs:// and other remote file systems: TFDS reports errors.
+    return
+  path = pathlib.Path(data_dir)
+  existing = next(p for p in (path, *path.parents) if p.exists())
+  if not existing.is_dir():
+    raise errors.UserError(f"--data_dir {path}: {existing} is not a folder")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise errors.UserError(f"--data_dir {path}: {existing} is not writable")
+
+
+def _first_missing(data_path) -> pathlib.Path | None:
+  """The outermost missing folder on the way to a local `data_path` (what a build creates)."""
+  if "://" in os.fspath(data_path):
+    return None
+  missing = None
+  path = pathlib.Path(os.fspath(data_path))
+  while not path.exists():
+    missing, path = path, path.parent
+  return missing
 
 
 def summary(builder: tfds.core.DatasetBuilder, report: common.BuildReport | None) -> list[str]:

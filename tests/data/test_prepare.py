@@ -70,3 +70,43 @@ def test_builder_flags_are_forwarded(tmp_path, capsys):
   assert code == 0, err
   assert "all_folds: 1 examples" in out.splitlines()
   assert "  neutral 0, happy 0, sad 0, surprise 0, fear 1, disgust 0, anger 0" in out
+
+
+def test_failed_build_removes_only_its_folders(tmp_path, capsys):
+  manual = write_dfew(tmp_path / "manual")
+  data = tmp_path / "data"
+  (data / "keep").mkdir(parents=True)
+  empty = mock_data.write_text(tmp_path / "DFEW_set_1_test.txt", [])
+  code, _, err = run(capsys, "dfew", "--config=lstpnet", f"--manual_dir={manual}",
+                     f"--data_dir={data}", f"--list_file={empty}")
+  assert code == 2 and err.count("\n") == 1, err
+  assert f"list file {empty} is empty" in err
+  assert sorted(p.name for p in data.iterdir()) == ["keep"]  # no empty dfew/lstpnet/
+
+
+def test_list_file_that_lists_nothing_usable(tmp_path, capsys):
+  manual = write_dfew(tmp_path / "manual")
+  broken = mock_data.write_text(tmp_path / "DFEW_set_1_test.txt", ["not a clip line"])
+  code, _, err = run(capsys, "dfew", "--config=lstpnet", f"--manual_dir={manual}",
+                     f"--data_dir={tmp_path / 'data'}", f"--list_file={broken}")
+  assert code == 2 and err.count("\n") == 1, err
+  assert "list no usable item; the first skipped item, DFEW_set_1_test.txt:1: malformed" in err
+  assert not (tmp_path / "data").exists()
+
+
+def test_bad_data_dir_and_list_file_are_one_line(tmp_path, capsys, monkeypatch):
+  manual = write_dfew(tmp_path / "manual")
+  (tmp_path / "DFEW_set_1_test.txt").mkdir()
+  args = ["dfew", "--config=lstpnet", f"--manual_dir={manual}"]
+  code, _, err = run(capsys, *args, f"--data_dir={tmp_path / 'data'}",
+                     f"--list_file={tmp_path / 'DFEW_set_1_test.txt'}")
+  assert code == 2 and err.count("\n") == 1, err
+  assert f"list file {tmp_path / 'DFEW_set_1_test.txt'} is not a file" in err
+  regular = mock_data.write_text(tmp_path / "file", ["x"])
+  code, _, err = run(capsys, *args, f"--data_dir={regular / 'sub'}")
+  assert code == 2 and err.count("\n") == 1, err
+  assert f"--data_dir {regular / 'sub'}: {regular} is not a folder" in err
+  # Read-only folders: permission bits do not bind root (tests may run as root).
+  monkeypatch.setattr(prepare.os, "access", lambda path, mode: False)
+  code, _, err = run(capsys, *args, f"--data_dir={tmp_path / 'ro'}")
+  assert code == 2 and f"--data_dir {tmp_path / 'ro'}: {tmp_path} is not writable" in err

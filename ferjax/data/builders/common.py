@@ -53,6 +53,12 @@ class SkipItem(Exception):
   """One item cannot be used; it is skipped and listed in the build report."""
 
 
+def resolve_data_dir(data_dir: str | None) -> str:
+  """`data_dir` (user folder expanded), else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+  return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR")
+                            or "~/tensorflow_datasets")
+
+
 def scalar(dtype) -> tfds.features.Tensor:
   """A scalar numeric feature."""
   return tfds.features.Tensor(shape=(), dtype=dtype)
@@ -125,7 +131,13 @@ def open_text(path: pathlib.Path) -> Iterator[Iterator[str]]:
                               "the file as UTF-8 text")
       yield text
 
-  with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+  try:
+    f = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+  except IsADirectoryError:
+    raise AnnotationError(f"{path} is a folder, not an annotation file") from None
+  except OSError as e:
+    raise AnnotationError(f"cannot read {path}: {e.strerror or e}") from None
+  with f:
     try:
       yield checked(f)
     except csv.Error as e:
@@ -157,9 +169,14 @@ def sorted_files(folder: pathlib.Path, suffixes: Sequence[str] | None = None) ->
 
 def decode(data: bytes, what: str) -> PIL.Image.Image:
   """The fully decoded image; SkipItem naming `what` when the bytes are not a whole image."""
+  if not data:
+    raise SkipItem(f"empty image file {what} (0 bytes)")
   try:
     image = PIL.Image.open(io.BytesIO(data))
     image.load()
+  except PIL.UnidentifiedImageError:
+    # PIL's message names the in-memory buffer, not the file.
+    raise SkipItem(f"undecodable image {what}: not an image format PIL knows") from None
   # PIL's decoders raise many types for corrupt data (OSError, struct.error,
   # EOFError, IndexError, zlib.error, ...).
   except Exception as e:  # pylint: disable=broad-except
@@ -370,6 +387,13 @@ class ManualBuilder(tfds.core.ShardBasedBuilder):
       n = self.EXAMPLES_PER_SHARD
       shards[split] = [functools.partial(self._write_shard, split, entries[i:i + n])
                        for i in range(0, len(entries), n)]
+    if not shards:
+      # TFDS would mark a dataset without splits as prepared; training would then
+      # find no split at all.
+      first = (f"; the first skipped item, {self.report.skipped[0][1]}: "
+               f"{self.report.skipped[0][2]}" if self.report.skipped else "")
+      raise LayoutError(f"{self.info.full_name}: the annotation files list no usable item"
+                        f"{first}; see docs/datasets.md")
     return shards
 
   def _unique(self, split: str, entries: list[Entry]) -> list[Entry]:

@@ -76,7 +76,11 @@ def list_file_paths(list_files: str | Sequence[str] | None, config: ClipConfig,
     raise common.LayoutError(
         f"{dataset}/{config.name} reads the {config.list_order} list files: pass "
         "list_files=... (prepare: --list_file=PATH[,PATH...]); see docs/datasets.md")
-  return [common.require(pathlib.Path(f), "list file") for f in list_files]
+  paths = [common.require(pathlib.Path(f).expanduser(), "list file") for f in list_files]
+  for path in paths:
+    if not path.is_file():
+      raise common.LayoutError(f"list file {path} is not a file")
+  return paths
 
 
 def split_of(path: pathlib.Path) -> str:
@@ -105,9 +109,17 @@ def dfew_fold_of(path: pathlib.Path) -> tuple[int, str]:
 
 def read_list(report: common.BuildReport, split: str, path: pathlib.Path,
               num_classes: int = 7) -> list[ListClip]:
-  """The well-formed lines of a list file; malformed ones go to the report."""
+  """The well-formed lines of a list file; malformed ones go to the report.
+
+  Raises:
+    AnnotationError: when the file has no line at all (an empty download would
+      otherwise silently drop a split or a fold).
+  """
   clips = []
-  for n, line in common.read_lines(path):
+  lines = common.read_lines(path)
+  if not lines:
+    raise common.AnnotationError(f"list file {path} is empty")
+  for n, line in lines:
     where = f"{path.name}:{n}"
     fields = line.split()
     try:

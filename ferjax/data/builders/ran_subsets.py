@@ -61,7 +61,8 @@ def _load_subset_example(parent: common.Entry, label: int, occlusion: int,
 
 def subset_entries(report: common.BuildReport, ran_dir: pathlib.Path, *,
                    lists: Sequence[SubsetList], parent: Sequence[common.Entry],
-                   to_canonical: Sequence[int], required: bool) -> dict[str, list[common.Entry]]:
+                   to_canonical: Sequence[int], required: bool,
+                   left_out: dict[str, str] | None = None) -> dict[str, list[common.Entry]]:
   """Entries of every subset list found under `ran_dir`, resolved against `parent`.
 
   Args:
@@ -72,18 +73,23 @@ def subset_entries(report: common.BuildReport, ran_dir: pathlib.Path, *,
       (compared case-insensitively).
     to_canonical: list class id -> canonical id.
     required: raise when none of the lists exists (the user named ran_dir).
+    left_out: key -> why the parent left that image out of its test split (e.g.
+      no majority under the config's votes). Such lines are left out of the
+      subset too, counted as excluded by protocol and named in a report note.
 
   Raises:
-    AnnotationError: listing every key of a list missing from `parent`.
+    AnnotationError: listing every key of a list missing from `parent` that is
+      not in `left_out` either.
     LayoutError: when `required` and no list file exists.
   """
   by_key = {e.key.lower(): e for e in parent}
+  left_out = {key.lower(): reason for key, reason in (left_out or {}).items()}
   splits = {}
   for subset in lists:
     path = ran_dir / subset.path
     if not path.exists():
       continue
-    entries, missing, seen = [], [], set()
+    entries, missing, dropped, seen = [], [], [], set()
     for n, line in common.read_lines(path):
       match = re.fullmatch(subset.pattern, line)
       cls = int(match["cls"]) if match else -1
@@ -92,6 +98,10 @@ def subset_entries(report: common.BuildReport, ran_dir: pathlib.Path, *,
         report.skip(subset.split, f"{path.name}:{n}", f"{reason}: {line!r}")
         continue
       key = match["key"].lower()
+      if key in left_out and key not in by_key:
+        report.exclude(subset.split, f"not in the parent test split: {left_out[key]}")
+        dropped.append(f"{match['key']} ({left_out[key]})")
+        continue
       if key not in by_key:
         missing.append(match["key"])
         continue
@@ -102,6 +112,9 @@ def subset_entries(report: common.BuildReport, ran_dir: pathlib.Path, *,
     if missing:
       raise common.AnnotationError(
           f"{path}: {len(missing)} key(s) not in the parent test split: {' '.join(missing)}")
+    if dropped:
+      report.notes.append(f"{path.name}: {len(dropped)} line(s) left out, their image is not "
+                          f"in the parent test split: {', '.join(dropped)}")
     splits[subset.split] = entries
   if not splits:
     expected = ", ".join(str(ran_dir / s.path) for s in lists)

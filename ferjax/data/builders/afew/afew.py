@@ -7,6 +7,7 @@ Records are written in (emotion folder, clip id) order.
 """
 
 import pathlib
+import re
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from ferjax.data.builders import dfer_lists
 
 SPLIT_DIRS = {"train": "Train_AFEW", "test": "Val_AFEW"}
 LIST_ORDERS = {"lstpnet": dfer_lists.CANONICAL_ORDER, "former_dfer": dfer_lists.DFEW_ORDER}
+_FORMER_DFER_NAME = re.compile(r"\d+_\d+_(?P<clip>\d+)")
 
 
 def _load(folder: pathlib.Path, clip: str, emotion: str, label: int,
@@ -43,8 +45,9 @@ class Afew(common.ManualBuilder):
   Emotion folders: Angry|Anger, Disgust, Fear, Happy|Happiness, Neutral,
   Sad|Sadness, Surprise. Configs lstpnet / former_dfer read that repository's
   AFEW_{train,test|validation}.txt lists instead: `list_files=PATH,...` (prepare:
-  --list_file); a list path is matched by its last component (the clip id)
-  inside the emotion folder of its label.
+  --list_file); a list path is matched by its last component inside the
+  emotion folder of its label: the clip id, or Former-DFER's
+  <split>_<label>_<clip id> folder name (either folder name is found).
   """
 
   def __init__(self, *, list_files: str | Sequence[str] | None = None, **kwargs):
@@ -113,7 +116,22 @@ class Afew(common.ManualBuilder):
                            f"{SPLIT_DIRS[split]}")
           continue
         folder = folders[split][label]
-        key = f"{folder.name}/{clip.parts[-1]}"
+        clip_id, frames = _clip_folder(folder, clip.parts[-1])
+        key = f"{folder.name}/{clip_id}"
         splits.setdefault(split, []).append(common.entry(
-            key, _load, folder / clip.parts[-1], key, folder.name, label, clip.num_frames))
+            key, _load, frames, key, folder.name, label, clip.num_frames))
     return splits
+
+
+def _clip_folder(emotion_folder: pathlib.Path, name: str) -> tuple[str, pathlib.Path]:
+  """(clip id, frame folder) of a list path's last component inside an emotion folder.
+
+  Former-DFER names its folders `<split>_<label>_<clip id>` (e.g. 0_5_011756043);
+  the folder may carry that name or AFEW's bare clip id. The id is the bare one.
+  """
+  match = _FORMER_DFER_NAME.fullmatch(name)
+  clip_id = match["clip"] if match else name
+  for candidate in (name, clip_id):
+    if (emotion_folder / candidate).is_dir():
+      return clip_id, emotion_folder / candidate
+  return clip_id, emotion_folder / name

@@ -217,7 +217,7 @@ class Affectnet(common.ManualBuilder):
   def _csv_entries(self, manual_dir: pathlib.Path) -> dict[str, list[common.Entry]]:
     lists = common.find_root(manual_dir, f"{LISTS_DIR}/{CSV_FILES['train']}") / LISTS_DIR
     images = common.find_root(manual_dir, IMAGES_DIR) / IMAGES_DIR
-    splits = {}
+    splits, left_out = {}, {}
     for split, file_name in CSV_FILES.items():
       entries = splits[split] = []
       with common.open_text(common.require(lists / file_name)) as lines:
@@ -227,8 +227,10 @@ class Affectnet(common.ManualBuilder):
           if not fields or (reader.line_num == 1 and fields[0] == HEADER_FIRST_FIELD):
             continue
           if len(fields) > 6 and fields[6].strip() in map(str, EXCLUDED):
-            self.report.exclude(split, f"expression {fields[6].strip()} "
-                                f"({EXCLUDED[int(fields[6])]})")
+            reason = f"expression {fields[6].strip()} ({EXCLUDED[int(fields[6])]})"
+            self.report.exclude(split, reason)
+            if split == "test":
+              left_out[pathlib.PurePath(fields[0].strip()).stem] = reason
             continue
           try:
             row = _parse_csv_row(fields)
@@ -244,7 +246,8 @@ class Affectnet(common.ManualBuilder):
     ran_dir = pathlib.Path(self._ran_dir) if self._ran_dir else manual_dir
     splits.update(ran_subsets.subset_entries(
         self.report, ran_dir, lists=RAN_LISTS, parent=splits["test"],
-        to_canonical=tuple(range(8)), required=self._ran_dir is not None))
+        to_canonical=tuple(range(8)), required=self._ran_dir is not None,
+        left_out=left_out))
     return splits
 
   def _npy_entries(self, manual_dir: pathlib.Path) -> dict[str, list[common.Entry]]:

@@ -110,18 +110,55 @@ class Dfew(common.ManualBuilder):
     return rows
 
   def _list_rows(self) -> list[tuple[int, int, int, int]]:
-    """(clip id, official label, test fold, list frame count) from DFEW_set_<k>_test.txt."""
-    rows = []
+    """(clip id, official label, test fold, list frame count) from DFEW_set_<k>_test.txt.
+
+    The train lists are not needed (fold k's train list is the other folds' test
+    lists) but are checked against the test lists; disagreements go to the report.
+    """
+    rows, train_lists = [], []
     for path in dfer_lists.list_file_paths(self._list_files, self.builder_config, "dfew"):
       fold, split = dfer_lists.dfew_fold_of(path)
       if split == "train":
-        self.report.notes.append(f"{path.name} ignored: a fold's train list is the other "
-                                 "folds' test lists")
+        train_lists.append((fold, path))
         continue
       for clip in dfer_lists.read_list(self.report, folds.SPLIT, path):
-        if not clip.parts[-1].isdigit():
-          self.report.skip(folds.SPLIT, clip.where,
-                           f"no clip id at the end of {'/'.join(clip.parts)}")
-          continue
-        rows.append((int(clip.parts[-1]), clip.label + 1, fold, clip.num_frames))
+        clip_id = self._clip_id(clip)
+        if clip_id is not None:
+          rows.append((clip_id, clip.label + 1, fold, clip.num_frames))
+    by_id = {clip_id: (native, fold, n) for clip_id, native, fold, n in rows}
+    for fold, path in train_lists:
+      self._check_train_list(fold, path, by_id)
     return rows
+
+  def _clip_id(self, clip: dfer_lists.ListClip) -> int | None:
+    if not clip.parts[-1].isdigit():
+      self.report.skip(folds.SPLIT, clip.where,
+                       f"no clip id at the end of {'/'.join(clip.parts)}")
+      return None
+    return int(clip.parts[-1])
+
+  def _check_train_list(self, fold: int, path: pathlib.Path,
+                        test_rows: dict[int, tuple[int, int, int]]) -> None:
+    """Notes where fold `fold`'s train list disagrees with the test lists (which are used)."""
+    frames, labels, wrong_fold = [], [], []
+    for clip in dfer_lists.read_list(self.report, folds.SPLIT, path):
+      clip_id = self._clip_id(clip)
+      if clip_id is None:
+        continue
+      if clip_id not in test_rows:
+        wrong_fold.append(f"{clip_id:05d} (in no test list)")
+        continue
+      native, test_fold, num_frames = test_rows[clip_id]
+      if test_fold == fold:
+        wrong_fold.append(f"{clip_id:05d} (in this fold's test list)")
+      if clip.label + 1 != native:
+        labels.append(f"{clip_id:05d} (train {clip.label}, test {native - 1})")
+      if clip.num_frames != num_frames:
+        frames.append(f"{clip_id:05d} (train {clip.num_frames}, test {num_frames})")
+    for what, clips in (("frame count", frames), ("label", labels), ("fold", wrong_fold)):
+      if clips:
+        self.report.notes.append(
+            f"{path.name}: {len(clips)} clip(s) whose {what} disagrees with the test lists "
+            f"(the test lists are used): {', '.join(clips)}")
+    if not (frames or labels or wrong_fold):
+      self.report.notes.append(f"{path.name} agrees with the test lists")

@@ -4,8 +4,10 @@ shared/specs/datasets.md §4. Pixels come from fer2013.csv (row-aligned with
 fer2013new.csv, which names each row) or from the official PNG folders; votes
 come from the per-split label.csv files (default; what the official training
 code and RAN read) or from fer2013new.csv. For a name that occurs twice in
-fer2013new.csv only the last row is kept (the image the official generator
-leaves on disk). Records are written in name order within each split.
+fer2013new.csv one image is kept: the last row's (the image the official
+generator leaves on disk), or, with label.csv votes, the row those votes are
+nearest to when the pixels come from fer2013.csv; the report notes each such
+pairing. Records are written in name order within each split.
 """
 
 import csv
@@ -162,6 +164,12 @@ class Ferplus(common.ManualBuilder):
   def __init__(self, *, ran_dir: str | None = None, **kwargs):
     super().__init__(**kwargs)
     self._ran_dir = ran_dir
+    # Set per build: split -> name stem -> earlier (row, votes) of a repeated name
+    # in fer2013new.csv; fer2013.csv rows (CSV source); split -> name stem -> why
+    # an image with that name is not in the split.
+    self._earlier: dict[str, dict[str, list[tuple[int, list[int]]]]] = {}
+    self._pixels: dict[int, tuple[str, np.ndarray | None]] = {}
+    self._left_out: dict[str, dict[str, str]] = {}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._dataset_info({
@@ -192,6 +200,8 @@ class Ferplus(common.ManualBuilder):
       raise common.LayoutError(f"ferplus/{config.name} expected {' and '.join(missing)} "
                                "(each also one folder deeper); see docs/datasets.md")
     label_root = label_root and label_root.parent.parent
+    self._earlier, self._pixels = {split: {} for split in LABEL_DIRS}, {}
+    self._left_out = {split: {} for split in LABEL_DIRS}
     new_rows, num_new_rows = self._read_fer2013new(fer2013new) if fer2013new else (None, 0)
     images = self._images(fer2013, new_rows, num_new_rows, label_root)
     if config.votes == "label_csv":
@@ -200,11 +210,13 @@ class Ferplus(common.ManualBuilder):
     else:
       votes = {split: {key: v for key, (_, v) in rows.items()}
                for split, rows in new_rows.items()}
-    splits = {split: self._join(split, images[split], votes[split]) for split in LABEL_DIRS}
+    splits = {split: self._join(split, images[split], votes[split], new_rows)
+              for split in LABEL_DIRS}
     ran_dir = pathlib.Path(self._ran_dir) if self._ran_dir else manual_dir
     splits.update(ran_subsets.subset_entries(
         self.report, ran_dir, lists=RAN_LISTS, parent=splits["test"],
-        to_canonical=TO_CANONICAL, required=self._ran_dir is not None))
+        to_canonical=TO_CANONICAL, required=self._ran_dir is not None,
+        left_out=self._left_out["test"]))
     return splits
 
   def _read_fer2013new(self, path: pathlib.Path
@@ -239,8 +251,9 @@ class Ferplus(common.ManualBuilder):
           continue
         key = pathlib.PurePath(name).stem
         if key in rows[split]:
-          earlier = rows[split][key][0]
-          self.report.skip(split, f"{path.name} row {earlier}",
+          earlier = rows[split][key]
+          self._earlier[split].setdefault(key, []).append(earlier)
+          self.report.skip(split, f"{path.name} row {earlier[0]}",
                            f"duplicate name {key}; the later row {row} is kept")
         rows[split][key] = (row, votes)
     return rows, row + 1
@@ -259,25 +272,28 @@ class Ferplus(common.ManualBuilder):
           row = new_rows[split][path.stem][0] if new_rows and path.stem in new_rows[split] else -1
           images[split][path.stem] = _Image(row=row, path=path)
       return images
-    pixels, num_rows = self._read_fer2013(fer2013)
+    self._pixels, num_rows = self._read_fer2013(fer2013)
     if num_rows != num_new_rows:
       raise common.AnnotationError(
           f"{fer2013} has {num_rows} data rows but fer2013new.csv has {num_new_rows}; "
           "the two files must be row-aligned")
     for split, rows in new_rows.items():
       for key, (row, _) in rows.items():
-        usage, values = pixels[row]
-        if values is None:
-          self.report.skip(split, key, f"{fer2013.name} row {row}: pixels are not "
-                                       f"{SIDE * SIDE} values in 0..255")
-          images[split][key] = None
-        elif SPLITS.get(usage) != split:
-          self.report.skip(split, key, f"{fer2013.name} row {row} is {usage}, "
-                                       f"fer2013new.csv says {split}")
-          images[split][key] = None
-        else:
-          images[split][key] = _Image(row=row, pixels=values)
+        images[split][key] = self._csv_image(split, key, row)
     return images
+
+  def _csv_image(self, split: str, key: str, row: int) -> _Image | None:
+    """The pixels of fer2013.csv data `row` for image `key`; None (reported) if unusable."""
+    usage, values = self._pixels[row]
+    if values is None:
+      self.report.skip(split, key, f"fer2013.csv row {row}: pixels are not "
+                                   f"{SIDE * SIDE} values in 0..255")
+      return None
+    if SPLITS.get(usage) != split:
+      self.report.skip(split, key, f"fer2013.csv row {row} is {usage}, "
+                                   f"fer2013new.csv says {split}")
+      return None
+    return _Image(row=row, pixels=values)
 
   def _read_fer2013(self, path: pathlib.Path
                     ) -> tuple[dict[int, tuple[str, np.ndarray]], int]:
@@ -321,20 +337,57 @@ class Ferplus(common.ManualBuilder):
     return votes
 
   def _join(self, split: str, images: dict[str, _Image | None],
-            votes: dict[str, list[int]]) -> list[common.Entry]:
+            votes: dict[str, list[int]], new_rows) -> list[common.Entry]:
+    """The split's entries in name order; names left out are kept in `self._left_out`."""
     entries = []
-    source = "label.csv" if self.builder_config.votes == "label_csv" else "fer2013new.csv"
+    left_out = self._left_out[split]
+    label_csv = self.builder_config.votes == "label_csv"
+    source = "label.csv" if label_csv else "fer2013new.csv"
     for key in sorted(set(images) | set(votes)):
-      if key in images and images[key] is None:
-        continue
-      if key not in votes:
+      image = images.get(key)
+      if key in votes and image is not None and label_csv and key in self._earlier[split]:
+        image = self._pair_repeated(split, key, image, votes[key], new_rows[split][key])
+      if key in images and image is None:
+        left_out[key] = "its image is unusable (skipped)"
+      elif key not in votes:
         self.report.skip(split, key, f"no votes in {source}")
+        left_out[key] = f"no votes in {source}"
       elif key not in images:
         self.report.skip(split, key, "no image with this name")
+        left_out[key] = "no image with this name"
       else:
         column, reason = label_from_votes(votes[key], self.builder_config.label_rule)
         if column is None:
           self.report.exclude(split, reason)
+          left_out[key] = reason
         else:
-          entries.append(common.entry(key, _load, key, images[key], votes[key], column))
+          entries.append(common.entry(key, _load, key, image, votes[key], column))
     return entries
+
+  def _pair_repeated(self, split: str, key: str, kept: _Image, votes: list[int],
+                     kept_row: tuple[int, list[int]]) -> _Image | None:
+    """The image that label.csv's votes for a name repeated in fer2013new.csv belong to.
+
+    label.csv has one line per name, but the name labels two fer2013new.csv rows
+    (two different images). Its votes are matched to the row whose own
+    fer2013new.csv votes are nearest (L1); the later row (the official
+    generator's image on disk) is kept on a tie or when only its PNG exists.
+    The pairing is noted in the build report.
+    """
+    rows = self._earlier[split][key] + [kept_row]
+    distances = [sum(abs(a - b) for a, b in zip(votes, row_votes)) for _, row_votes in rows]
+    nearest = [row for (row, _), d in zip(rows, distances) if d == min(distances)]
+    listed = ", ".join(f"row {row} {row_votes}" for row, row_votes in rows)
+    prefix = f"{key} occurs in fer2013new.csv {listed}; label.csv votes {votes}"
+    if len(nearest) > 1 or nearest[0] == kept_row[0]:
+      why = "are nearest to it" if len(nearest) == 1 else "match no row better"
+      self.report.notes.append(f"{prefix} {why}: paired with row {kept_row[0]}'s image")
+      return kept
+    if not self._pixels:
+      self.report.notes.append(
+          f"{prefix} belong to row {nearest[0]}, but only row {kept_row[0]}'s image exists "
+          f"in the PNG folders: paired with it, as the official code does")
+      return kept
+    self.report.notes.append(f"{prefix} belong to row {nearest[0]}: paired with row "
+                             f"{nearest[0]}'s image, not the later row {kept_row[0]}")
+    return self._csv_image(split, key, nearest[0])
