@@ -59,6 +59,34 @@ def test_former_dfer_lists(tmp_path):
   assert "disagrees" in dict((i, r) for _, i, r in builder.report.skipped)["AFEW_train.txt:3"]
 
 
+@pytest.mark.parametrize("folder_names", ["bare", "former_dfer"])
+def test_former_dfer_names_match_bare_and_prefixed_folders(tmp_path, folder_names):
+  # Former-DFER's published lines name <split>_<label>_<clip id> folders; AFEW's own
+  # extraction has bare clip ids. Either folder is found; the record id is the bare id.
+  manual = tmp_path / "manual"
+  for split, emotion, name in [("Train_AFEW", "Angry", "0_3_011756043"),
+                               ("Train_AFEW", "Angry", "0_2_001343200"),
+                               ("Val_AFEW", "Happy", "1_0_000752320")]:
+    folder = name if folder_names == "former_dfer" else name.split("_")[-1]
+    for frame in ("a.jpg", "b.jpg"):
+      mock_data.write_image(manual / split / emotion / folder / frame, f"{name}/{frame}")
+  lists = tmp_path / "lists"
+  base = "/home/user/datasets/AFEW_Face"
+  mock_data.write_text(lists / "AFEW_train.txt", [f"{base}/train/Anger/0_3_011756043 2 3",
+                                                  f"{base}/train/Anger/0_2_001343200 1 3"])
+  mock_data.write_text(lists / "AFEW_validation.txt",
+                       [f"{base}/validation/Happiness/1_0_000752320 2 0"])
+  files = [str(lists / "AFEW_train.txt"), str(lists / "AFEW_validation.txt")]
+  builder = mock_data.build(Afew, tmp_path, manual, config="former_dfer", list_files=files)
+  train = mock_data.read_split(builder, "train")
+  assert [mock_data.text(r["id"]) for r in train] == ["Angry/011756043", "Angry/001343200"]
+  assert [int(r["num_frames"]) for r in train] == [2, 1]
+  mock_data.assert_color(train[0]["frames"][1], "0_3_011756043/b.jpg")
+  test = mock_data.read_split(builder, "test")
+  assert [mock_data.text(r["id"]) for r in test] == ["Happy/000752320"]
+  assert builder.report.skipped == []
+
+
 def test_unextracted_videos_are_a_layout_error(tmp_path):
   manual = tmp_path / "manual"
   for split in ("Train_AFEW", "Val_AFEW"):

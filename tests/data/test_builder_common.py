@@ -53,6 +53,25 @@ def test_any_decoder_failure_is_a_skipped_item(monkeypatch):
     common.decode(b"\x89PNG", "x.png")
 
 
+def test_empty_and_unknown_image_files_are_named(tmp_path):
+  empty = tmp_path / "empty.jpg"
+  empty.write_bytes(b"")
+  with pytest.raises(common.SkipItem) as skip:
+    common.read_image(empty)
+  assert str(skip.value) == f"empty image file {empty} (0 bytes)"
+  (tmp_path / "text.png").write_bytes(b"hello")
+  with pytest.raises(common.SkipItem) as skip:
+    common.read_image(tmp_path / "text.png")
+  assert str(skip.value) == (f"undecodable image {tmp_path / 'text.png'}: not an image "
+                             "format PIL knows")
+  assert "BytesIO" not in str(skip.value)
+
+
+def test_annotation_file_that_is_a_folder(tmp_path):
+  with pytest.raises(common.AnnotationError, match=f"{tmp_path} is a folder, not an"):
+    common.read_lines(tmp_path)
+
+
 def test_unexpected_loader_errors_name_the_item(tmp_path):
   def load():
     raise KeyError("label")

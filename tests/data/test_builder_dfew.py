@@ -81,7 +81,11 @@ def test_list_files(tmp_path, config, crlf):
                        [f"{base}/00001 2 0", f"{base}/00002 5 6"], crlf=crlf)
   mock_data.write_text(lists / "DFEW_set_3_test.txt", [f"{base}/00010 1 2", "broken"],
                        crlf=crlf)
-  mock_data.write_text(lists / "DFEW_set_1_train.txt", [f"{base}/00010 1 2"], crlf=crlf)
+  # Fold 1's train list: 00010 with another frame count (as Former-DFER's lists for
+  # a few clips), 00001 which is in fold 1's own test list, and a clip in no test list.
+  mock_data.write_text(lists / "DFEW_set_1_train.txt",
+                       [f"{base}/00010 3 2", f"{base}/00001 2 0", f"{base}/00011 4 1"],
+                       crlf=crlf)
   files = ",".join(str(lists / f) for f in ["DFEW_set_1_test.txt", "DFEW_set_3_test.txt",
                                             "DFEW_set_1_train.txt"])
   builder = mock_data.build(Dfew, tmp_path, manual, config=config, list_files=files)
@@ -95,7 +99,11 @@ def test_list_files(tmp_path, config, crlf):
   reasons = {item: reason for _, item, reason in builder.report.skipped}
   assert "the list file says 5" in reasons["00002"]
   assert "malformed" in reasons["DFEW_set_3_test.txt:2"]
-  assert any("DFEW_set_1_train.txt ignored" in note for note in builder.report.notes)
+  assert builder.report.notes == [
+      "DFEW_set_1_train.txt: 1 clip(s) whose frame count disagrees with the test lists (the "
+      "test lists are used): 00010 (train 3, test 1)",
+      "DFEW_set_1_train.txt: 2 clip(s) whose fold disagrees with the test lists (the test "
+      "lists are used): 00001 (in this fold's test list), 00011 (in no test list)"]
 
 
 def test_layout_errors(tmp_path):

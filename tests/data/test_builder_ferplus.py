@@ -180,3 +180,73 @@ def test_row_misalignment_is_an_error(tmp_path):
   mock_data.write_text(manual / "fer2013.csv", lines[:-1])
   with pytest.raises(common.AnnotationError, match="row-aligned"):
     mock_data.build(Ferplus, tmp_path, manual)
+
+
+# A PrivateTest name in two fer2013new.csv rows, as fer0033120: a face (row 10), then
+# a non-face (row 11); label.csv's one line holds the face's votes.
+FACE_VOTES = [5, 0, 0, 1, 1, 0, 0, 0, 3, 0]
+NF_VOTES = [0, 0, 0, 0, 0, 0, 0, 0, 0, 10]
+
+
+def add_repeated_name(manual, png_folders=False):
+  rows = [("PrivateTest", "fer0000008.png", FACE_VOTES), ("PrivateTest", "fer0000008.png",
+                                                          NF_VOTES)]
+  with open(manual / "fer2013new.csv", "ab") as f:
+    f.write("".join(f"{u},{n},{','.join(map(str, v))}\r\n" for u, n, v in rows).encode())
+  if png_folders:  # the official generator leaves the later row's image
+    PIL.Image.new("L", (48, 48), pixel_value(11)).save(manual / "data/FER2013Test/fer0000008.png")
+  else:
+    with open(manual / "fer2013.csv", "a") as f:
+      for row in (10, 11):
+        f.write(f"0,{' '.join([str(pixel_value(row))] * 48 * 48)},PrivateTest\n")
+  with open(manual / "data/FER2013Test/label.csv", "a") as f:
+    f.write(f'fer0000008.png,"(0, 0, 48, 48)",{",".join(map(str, FACE_VOTES))}\n')
+  mock_data.write_text(manual / "FERplus_dir/pose_30_ferplus_list.txt",
+                       ["5/fer0000005.jpg", "0/fer0000008.jpg"])
+  return manual
+
+
+def test_repeated_name_is_paired_with_the_row_its_votes_belong_to(tmp_path):
+  manual = add_repeated_name(write_ferplus(tmp_path / "manual"))
+  builder = mock_data.build(Ferplus, tmp_path, manual)
+  test = mock_data.read_split(builder, "test")
+  assert ids(test) == ["fer0000005", "fer0000006", "fer0000008"]
+  # label.csv's votes are the face row's (distance 0 vs 18): its pixels, not the non-face's.
+  assert int(test[2]["label"]) == 0 and int(test[2]["row"]) == 10
+  assert int(mock_data.pixel(test[2]["image"])) == pixel_value(10)
+  assert ids(mock_data.read_split(builder, "test_pose30")) == ["fer0000005", "fer0000008"]
+  notes = [n for n in builder.report.notes if n.startswith("fer0000008 occurs")]
+  assert notes == [
+      f"fer0000008 occurs in fer2013new.csv row 10 {FACE_VOTES}, row 11 {NF_VOTES}; label.csv "
+      f"votes {FACE_VOTES} belong to row 10: paired with row 10's image, not the later row 11"]
+  # fer0000002 (rows 3 and 5): label.csv's votes are row 5's, the kept row.
+  assert any(n.startswith("fer0000002 occurs") and n.endswith("paired with row 5's image")
+             for n in builder.report.notes)
+
+
+def test_repeated_name_with_png_folders_is_reported(tmp_path):
+  manual = add_repeated_name(write_ferplus(tmp_path / "manual", pixels_csv=False,
+                                           png_folders=True), png_folders=True)
+  builder = mock_data.build(Ferplus, tmp_path, manual)
+  test = mock_data.read_split(builder, "test")
+  assert int(mock_data.pixel(test[2]["image"])) == pixel_value(11)  # the only image there
+  assert any(n.endswith("belong to row 10, but only row 11's image exists in the PNG "
+                        "folders: paired with it, as the official code does")
+             for n in builder.report.notes)
+
+
+def test_ran_keys_left_out_by_the_protocol(tmp_path):
+  manual = add_repeated_name(write_ferplus(tmp_path / "manual"))
+  # fer2013new.csv's votes for fer0000008 are the later, non-face row's: no label.
+  builder = mock_data.build(Ferplus, tmp_path, manual, config="fer2013new_majority")
+  assert ids(mock_data.read_split(builder, "test")) == ["fer0000005", "fer0000006"]
+  assert ids(mock_data.read_split(builder, "test_pose30")) == ["fer0000005"]
+  assert builder.report.excluded["test_pose30"] == {
+      "not in the parent test split: majority: NF": 1}
+  assert ("pose_30_ferplus_list.txt: 1 line(s) left out, their image is not in the parent "
+          "test split: fer0000008 (majority: NF)") in builder.report.notes
+  # A key the parent never had still stops the build.
+  mock_data.write_text(manual / "FERplus_dir/pose_30_ferplus_list.txt", ["0/fer0009999.jpg"])
+  with pytest.raises(common.AnnotationError, match="1 key.* not in the parent test split: "
+                     "fer0009999"):
+    mock_data.build(Ferplus, tmp_path / "again", manual, config="fer2013new_majority")
