@@ -13,13 +13,21 @@ import numpy as np
 from PIL import Image
 
 
+class UndecodableImage(ValueError):
+  """A stored image's bytes do not decode."""
+
+
 def decode(encoded: bytes, key: str = "") -> Image.Image:
   """JPEG/PNG bytes -> RGB PIL image (grayscale is replicated to 3 channels)."""
   try:
     image = Image.open(io.BytesIO(encoded))
     return image.convert("RGB")
+  except Image.UnidentifiedImageError:
+    # PIL's message names the in-memory buffer, which says nothing.
+    raise UndecodableImage(f"cannot decode image of example {key!r}: not an image "
+                           "format PIL knows") from None
   except Exception as e:  # PIL raises several types for corrupt data.
-    raise ValueError(f"cannot decode image of example {key!r}: {e}") from None
+    raise UndecodableImage(f"cannot decode image of example {key!r}: {e}") from None
 
 
 def add_gaussian_noise(image: Image.Image, variance: float,

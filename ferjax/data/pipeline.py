@@ -18,6 +18,9 @@ import dataclasses
 import functools
 import math
 import os
+import pathlib
+import threading
+import time
 
 import grain
 import jax
@@ -41,11 +44,15 @@ def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   # Importing the builders package registers every builder.
   from ferjax.data.builders import common  # pylint: disable=g-import-not-at-top
   data_dir = common.resolve_data_dir(data_dir)
+  folder = _version_folder(name, data_dir)
   try:
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-  except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
-    raise errors.UserError(f"config.dataset.name {name!r} is not a known dataset: "
-                           f"{str(e).splitlines()[0]}") from None
+  # Name, config and version are valid: the stored dataset_info.json is not (TFDS
+  # raises a protobuf ParseError, a JSON error, a KeyError, ... for it).
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.UserError(
+        f"dataset {name!r} is damaged: {folder / 'dataset_info.json'} cannot be read "
+        f"({_first_line(e)}); {rebuild_hint(name, data_dir)}") from None
   if name.startswith(SYNTHETIC_PREFIX):
     return _prepare_synthetic(builder, name, data_dir)
   if builder.is_prepared():
@@ -55,6 +62,49 @@ def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
       f"download with `{_prepare_command(name)} --manual_dir=DIR --data_dir={data_dir}` "
       "(see docs/datasets.md), or train on the built-in synthetic data with the config's "
       ":synthetic variant (--config=configs/NAME.py:synthetic)")
+
+
+def _version_folder(name: str, data_dir: str) -> pathlib.Path:
+  """`data_dir/<dataset>/<config>/<version>` of a TFDS name `dataset[/config][:version]`.
+
+  Raises:
+    UserError: when the dataset, config or version does not exist (listing those that do).
+  """
+  dataset_and_config, _, version = name.partition(":")
+  dataset, _, config = dataset_and_config.partition("/")
+  try:
+    cls = tfds.builder_cls(dataset)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise errors.UserError(f"config.dataset.name {name!r} is not a known dataset: no "
+                           f"dataset {dataset!r}") from None
+  configs = [c.name for c in cls.BUILDER_CONFIGS]
+  if config and config not in configs:
+    raise errors.UserError(f"config.dataset.name {name!r}: {dataset} has no config "
+                           f"{config!r}; configs: {', '.join(configs) or 'none'}")
+  versions = [str(v) for v in [cls.VERSION, *cls.SUPPORTED_VERSIONS]]
+  if version and version not in versions:
+    raise errors.UserError(f"config.dataset.name {name!r}: {dataset} has no version "
+                           f"{version}; versions: {', '.join(versions)}")
+  config = config or (cls.DEFAULT_CONFIG_NAME or configs[0] if configs else "")
+  return pathlib.Path(data_dir, dataset, config, version or versions[0])
+
+
+def rebuild_hint(name: str, data_dir: str) -> str:
+  """How to rebuild the prepared dataset `name` (synthetic data regenerates when deleted)."""
+  folder = _version_folder(name, data_dir)
+  if name.startswith(SYNTHETIC_PREFIX):
+    return f"delete {folder}; the next run regenerates it"
+  return (f"delete {folder} and prepare it again with `{_prepare_command(name)} "
+          f"--manual_dir=DIR --data_dir={data_dir}`")
+
+
+def _first_line(error: Exception) -> str:
+  """The first line of an error message, at most 200 characters, with its type."""
+  lines = str(error).strip().splitlines()
+  text = lines[0] if lines else ""
+  if text.startswith("Failed to construct dataset"):  # TFDS's wrapper: keep the cause
+    text = text.split('": ', 1)[-1]
+  return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
 def _prepare_command(name: str) -> str:
@@ -119,6 +169,9 @@ class SplitSource:
   class_names: tuple[str, ...]
   num_records: int
   columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  # For error messages: `dataset:split`, and how to rebuild the dataset.
+  where: str = "the split"
+  rebuild: str = ""
 
   def __len__(self) -> int:
     return len(self.positions)
@@ -133,23 +186,44 @@ class SplitSource:
       values[self.positions] = self.columns[name][self.positions]
     else:
       for position in self.positions:
-        values[position] = int(self.source[int(position)][name])
+        values[position] = int(self.read(int(position))[name])
     return values
 
   def record(self, j: int) -> tuple[int, dict]:
     position = int(self.positions[j])
-    return position, self.source[position]
+    return position, self.read(position)
+
+  def read(self, position: int) -> dict:
+    """The record at `position`.
+
+    Raises:
+      DamagedData: naming the record when its shard cannot be read or parsed.
+    """
+    try:
+      return self.source[position]
+    # ArrayRecord raises RuntimeError for a damaged shard, TFDS several types for
+    # bytes that do not parse as the dataset's features.
+    except Exception as e:  # pylint: disable=broad-except
+      raise DamagedData(f"record {position} of {self.where} cannot be read "
+                        f"({_first_line(e)}); {self.rebuild}") from None
+
+
+class DamagedData(errors.UserError):
+  """A prepared dataset's files cannot be read; the message says how to rebuild them."""
 
 
 def open_split(dataset_config: ml_collections.ConfigDict, split: str, *,
                train: bool) -> SplitSource:
   """Opens `split` of the configured dataset and applies the config's filters."""
-  builder = load_builder(dataset_config.name, dataset_config.data_dir)
+  name = dataset_config.name
+  builder = load_builder(name, dataset_config.data_dir)
+  rebuild = rebuild_hint(name, str(builder.data_dir_root))
   if split not in builder.info.splits:
-    raise errors.UserError(f"dataset {dataset_config.name!r} has no split {split!r}; it has "
-                           f"{', '.join(sorted(builder.info.splits))}")
-  source = builder.as_data_source(split)
+    raise errors.UserError(f"dataset {name!r} has no split {split!r}; it has "
+                           f"{', '.join(sorted(builder.info.splits)) or f'none ({rebuild})'}")
   features = builder.info.features
+  _check_features(dataset_config, features)
+  source = _open_shards(builder, split, rebuild)
   label_feature = features[dataset_config.label_key]
   stored_classes = tuple(getattr(label_feature, "names", ()) or ())
   num_classes = dataset_config.num_classes
@@ -161,11 +235,57 @@ def open_split(dataset_config: ml_collections.ConfigDict, split: str, *,
   metadata = builder.info.metadata or {}
   columns = {name: np.asarray(per_split[split]) for name, per_split in metadata.items()
              if isinstance(per_split, dict) and split in per_split}
-  positions = _kept_positions(source, columns, dataset_config, features, train=train)
-  if not len(positions):
-    raise errors.UserError(f"no examples left in {dataset_config.name}:{split} after "
+  split_source = SplitSource(source, np.arange(len(source)), class_names, len(source),
+                             columns, where=f"{name}:{split}", rebuild=rebuild)
+  split_source.positions = _kept_positions(split_source, dataset_config, features,
+                                           train=train)
+  if not len(split_source):
+    raise errors.UserError(f"no examples left in {name}:{split} after "
                            "the config's filters (num_classes, fold, min_frames)")
-  return SplitSource(source, positions, class_names, len(source), columns)
+  return split_source
+
+
+def _check_features(dataset_config: ml_collections.ConfigDict, features) -> None:
+  """Fails with one line when the config reads features the dataset does not have."""
+  have = ", ".join(sorted(features))
+  if dataset_config.label_key not in features:
+    raise errors.UserError(f"config.dataset.label_key={dataset_config.label_key!r}: "
+                           f"{dataset_config.name} has no such feature; it has {have}")
+  pixels = "frames" if dataset_config.kind == "clip" else "image"
+  if pixels not in features:
+    other = "image" if dataset_config.kind == "clip" else "clip"
+    raise errors.UserError(
+        f"config.dataset.kind={dataset_config.kind!r} reads the {pixels!r} feature, which "
+        f"{dataset_config.name} does not have (it has {have}); is it an {other} dataset "
+        f"(config.dataset.kind={other!r})?")
+
+
+def _open_shards(builder: tfds.core.DatasetBuilder, split: str, rebuild: str):
+  """The split's data source, after reading the first record of every shard.
+
+  A missing, truncated or overwritten shard fails here, naming its file, instead
+  of in a training step or a loader process.
+
+  Raises:
+    DamagedData: naming the shard file and how to rebuild the dataset.
+  """
+  info = builder.info.splits[split]
+  start = 0
+  try:
+    source = builder.as_data_source(split)
+    for path, length in zip(info.filepaths, info.shard_lengths):
+      try:
+        source[start]
+      except Exception as e:  # pylint: disable=broad-except  # see SplitSource.read
+        raise DamagedData(f"dataset {builder.info.full_name}: shard {path} cannot be read "
+                          f"({_first_line(e)}); {rebuild}") from None
+      start += length
+  except DamagedData:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedData(f"dataset {builder.info.full_name}: split {split} in {builder.data_dir} "
+                      f"cannot be opened ({_first_line(e)}); {rebuild}") from None
+  return source
 
 
 def _filter_checks(dataset_config, features, *, train: bool) -> dict:
@@ -187,7 +307,7 @@ def _filter_checks(dataset_config, features, *, train: bool) -> dict:
   return checks
 
 
-def _kept_positions(source, columns: dict[str, np.ndarray], dataset_config, features, *,
+def _kept_positions(split: SplitSource, dataset_config, features, *,
                     train: bool) -> np.ndarray:
   """Record positions passing the config's filters.
 
@@ -198,13 +318,13 @@ def _kept_positions(source, columns: dict[str, np.ndarray], dataset_config, feat
   """
   checks = _filter_checks(dataset_config, features, train=train)
   if not checks:
-    return np.arange(len(source))
-  if all(name in columns for name in checks):
-    values = {name: columns[name] for name in checks}
+    return np.arange(split.num_records)
+  if all(name in split.columns for name in checks):
+    values = {name: split.columns[name] for name in checks}
   else:
-    records = [source[i] for i in range(len(source))]
+    records = [split.read(i) for i in range(split.num_records)]
     values = {name: np.asarray([r[name] for r in records]) for name in checks}
-  keep = np.ones(len(source), bool)
+  keep = np.ones(split.num_records, bool)
   for name, check in checks.items():
     keep &= check(values[name])
   return np.flatnonzero(keep)
@@ -299,14 +419,19 @@ class BatchLoader:
     rng = np.random.default_rng([self.seed, epoch, position]) if self.train else None
     key = record.get("id", position)
     key = key.decode() if isinstance(key, bytes) else str(key)
-    if self.kind == "clip":
-      available = int(record.get("num_frames", len(record["frames"])))
-      chosen = frame_sampling.segment_indices(
-          available, self.num_segments, self.num_frames // self.num_segments,
-          train=self.train, rng=rng)
-      pixels = self.transform.clip([record["frames"][i] for i in chosen], rng, key)
-    else:
-      pixels = self.transform.image(record["image"], rng, key)
+    try:
+      if self.kind == "clip":
+        available = int(record.get("num_frames", len(record["frames"])))
+        chosen = frame_sampling.segment_indices(
+            available, self.num_segments, self.num_frames // self.num_segments,
+            train=self.train, rng=rng)
+        pixels = self.transform.clip([record["frames"][i] for i in chosen], rng, key)
+      else:
+        pixels = self.transform.image(record["image"], rng, key)
+    except augment.UndecodableImage as e:
+      # Raised in a loader process, Grain re-raises it in the training process.
+      raise DamagedData(f"record {position} of {self.split.where}: {e}; "
+                        f"{self.split.rebuild}") from None
     example = {"pixels": pixels, "label": int(record[self.label_key]), "index": position}
     for name in self.metadata:
       example[name] = np.asarray(record[name])
@@ -346,6 +471,26 @@ def make_dataset(loader: BatchLoader, num_batches: int, *,
   read_options = grain.ReadOptions(num_threads=max(prefetch, 1), prefetch_buffer_size=prefetch)
   dataset = grain.MapDataset.range(num_batches).map(loader).to_iter_dataset(read_options)
   if worker_count > 0:
-    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=worker_count, per_worker_buffer_size=prefetch))
+    dataset = dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=prefetch),
+        worker_init_fn=functools.partial(exit_with_parent, os.getpid()))
   return dataset
+
+
+def exit_with_parent(parent_pid: int, worker_index: int = 0, num_workers: int = 1,
+                     poll_seconds: float = 0.5) -> None:
+  """Grain worker init: the worker exits within `poll_seconds` of its parent's death.
+
+  A parent killed by SIGKILL cannot stop its loader processes, which would then
+  run on (reparented to init) until their buffers fill. A daemon thread watches
+  the parent id instead of PR_SET_PDEATHSIG, which fires when the parent *thread*
+  that started the worker exits, and Grain starts workers from helper threads.
+  """
+  del worker_index, num_workers  # Grain's worker_init_fn arguments
+
+  def watch():
+    while os.getppid() == parent_pid:
+      time.sleep(poll_seconds)
+    os._exit(1)  # pylint: disable=protected-access  # no cleanup: the parent is gone
+
+  threading.Thread(target=watch, daemon=True, name="ferjax-exit-with-parent").start()

@@ -123,6 +123,14 @@ def prepare(name: str, *, config: str | None = None, manual_dir: str | None = No
   except ValueError as e:
     configs = ", ".join(c.name for c in cls.BUILDER_CONFIGS) or "none"
     raise errors.UserError(f"{name}: {str(e).splitlines()[0]} (configs: {configs})") from None
+  # TFDS reads the dataset_info.json of an earlier build here; --overwrite cannot help.
+  except Exception as e:  # pylint: disable=broad-except
+    config = config or cls.DEFAULT_CONFIG_NAME or next(
+        (c.name for c in cls.BUILDER_CONFIGS), "")
+    folder = pathlib.Path(data_dir, name, config, str(cls.VERSION))
+    raise errors.UserError(f"{name}: {folder / 'dataset_info.json'} of an earlier build cannot "
+                           f"be read ({type(e).__name__}); delete {folder} and run again"
+                           ) from None
   bar = _Progress(f"{name}/{builder.builder_config.name}" if builder.builder_config else name,
                   enabled=progress)
   if isinstance(builder, common.ManualBuilder):
