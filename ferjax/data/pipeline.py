@@ -39,7 +39,8 @@ def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """The prepared builder for `name`; the synthetic dataset is generated on first use.
 
   Raises:
-    UserError: when a real dataset has not been prepared (with the command to do it).
+    UserError: when a real dataset has not been prepared (with the command to do it),
+      the name, config or version is unknown, or its dataset_info.json is damaged.
   """
   # Importing the builders package registers every builder.
   from ferjax.data.builders import common  # pylint: disable=g-import-not-at-top
@@ -156,6 +157,10 @@ def _prepare_synthetic(builder: tfds.core.DatasetBuilder, name: str,
   return builder
 
 
+class DamagedData(errors.UserError):
+  """A prepared dataset's files cannot be read; the message says how to rebuild them."""
+
+
 @dataclasses.dataclass
 class SplitSource:
   """Random access to the examples of one split that the config keeps.
@@ -206,10 +211,6 @@ class SplitSource:
     except Exception as e:  # pylint: disable=broad-except
       raise DamagedData(f"record {position} of {self.where} cannot be read "
                         f"({_first_line(e)}); {self.rebuild}") from None
-
-
-class DamagedData(errors.UserError):
-  """A prepared dataset's files cannot be read; the message says how to rebuild them."""
 
 
 def open_split(dataset_config: ml_collections.ConfigDict, split: str, *,
