@@ -337,7 +337,7 @@ class Ferplus(common.ManualBuilder):
     return votes
 
   def _join(self, split: str, images: dict[str, _Image | None],
-            votes: dict[str, list[int]], new_rows) -> list[common.Entry]:
+            votes: dict[str, list[int]], new_rows: dict | None) -> list[common.Entry]:
     """The split's entries in name order; names left out are kept in `self._left_out`."""
     entries = []
     left_out = self._left_out[split]
