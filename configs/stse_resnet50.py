@@ -13,7 +13,7 @@ Real datasets use the assumed recipe of spec §3 (the paper's is unknown):
 ImageNet ResNet-50 (`--config.init_from=<torchvision resnet50 .pth>`; the
 ST-SE layers start fresh), 224 crops of 256 resizes, SGD 0.01 / momentum 0.9 /
 wd 1e-4, batch 64, 60 epochs, lr x0.1 every 20 epochs. Datasets with head
-pose metadata get per-yaw/pitch-bucket accuracy (`eval_pose_buckets`).
+pose metadata get per-yaw/pitch-bucket accuracy (`config.evals.pose`).
 """
 
 import ml_collections

@@ -22,8 +22,10 @@ def _checkpoint_steps(workdir) -> list[int]:
 
 
 def _restore_params(workdir, step: int) -> dict:
+  """The model's variables (params and BatchNorm statistics) and the objective's."""
   path = os.path.join(workdir, "checkpoints", str(step), "state")
-  return ocp.StandardCheckpointer().restore(path)["params"]
+  state = ocp.StandardCheckpointer().restore(path)
+  return {"model": state["model"], "objective": state["objective"]}
 
 
 def _leaves(tree) -> list[np.ndarray]:
@@ -99,7 +101,7 @@ for _ in range(3):
   state, metrics = experiment.train_step(
       state, sharding.to_global_batch(next(iterator), experiment.mesh))
   losses.append(float(metrics["loss"]))
-params = [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)[-2:]]
+params = [np.asarray(x).tolist() for x in jax.tree.leaves(train.split_params(state)[0])[-2:]]
 print(json.dumps({"devices": jax.device_count(), "losses": losses, "params": params}))
 """
 
