@@ -2,7 +2,9 @@
 
 Registered through the registries' public API, without touching ferjax's
 trainer, evaluation runner or optimizer code; trained through the CLI, resumed
-bitwise after SIGTERM, its evaluator's metrics in final_metrics.json.
+bitwise after SIGTERM, its evaluator's metrics in final_metrics.json. This is
+also the suite's SIGTERM-resume test of the train loop (model, objective and
+optimizer state, data position).
 """
 
 import json
@@ -85,6 +87,7 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=300)
   assert process.returncode == 143, stderr[-3000:]
+  assert "Rerun the same command to resume" in stderr
   final_step = _steps(reference)[-1]
   assert 0 < _steps(resumed)[-1] < final_step
   result = subprocess.run([*command, f"--workdir={resumed}"], cwd=REPO, env=env,
