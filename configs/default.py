@@ -68,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.lr_multipliers = ml_collections.ConfigDict()  # path name -> lr factor
 
   config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = "cosine"  # "constant" | "cosine" | "step" | "exponential" | "slm_cosine"
+  config.schedule.name = "cosine"  # "constant" | "cosine" | "step" | "exponential" | "lagged_cosine"
   config.schedule.warmup_epochs = 0.0
   config.schedule.step_epochs = 20               # "step": multiply by decay_rate every N epochs
   config.schedule.decay_rate = 0.1
@@ -84,6 +84,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.best_metric = "war"
   config.eval_only = False
   config.eval_checkpoint = "latest"              # "latest" | "best"
-  config.eval_pose_buckets = ()                  # yaw bucket edges (degrees) for a pose report
-  config.eval_embeddings = False                 # embedding diagnostics + 2-D plot
+  # Evaluators (ferjax/evaluators) run at every evaluation; each entry maps a
+  # name to its settings. `classification` gives the WAR/UAR that
+  # rank checkpoints. Others: `pose` ({"buckets": yaw bucket edges in degrees},
+  # needs dataset.metadata "yaw"), `embedding` ({}: geometry of `features` and a
+  # 2-D plot), `aea` ({"shuffle_seeds": (0, ..., 4)}: both AEA eval modes; needed
+  # by model.aea, it stores the train-set feature mean in the model state).
+  config.evals = ml_collections.ConfigDict({"classification": {}})
   return config

@@ -79,7 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 64
   config.num_epochs = 40
 
-  config.eval_embeddings = True                # intra/inter-class cosine + 2-D plot at eval
+  config.evals.embedding = {}                  # intra/inter-class cosine + 2-D plot at eval
 
   if dataset == "synthetic":
     # From scratch and CPU-sized: 64x64 crops of the faces resized to 72, four

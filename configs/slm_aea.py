@@ -3,7 +3,7 @@ r"""Soft label mining + average expression anchoring (Ming et al., ACCV 2022).
 Spec `shared/specs/slm_aea.md`; the official code's recipe (RAF-DB only):
 ImageNet ResNet-18 (`--config.init_from=<torchvision resnet18 .pth>`), batch
 72, 40 epochs, Adam 1e-3 without weight decay, the reference cosine schedule
-(`slm_cosine`), Gaussian pixel noise (variance 30, p=0.5) before a 256 resize,
+(`lagged_cosine`), Gaussian pixel noise (variance 30, p=0.5) before a 256 resize,
 random 224 crop, flip, (x-0.5)/0.5; eval: 256 resize, 224 center crop, batch 72
 in file order. The last train batch of each epoch is kept (padded, masked).
 
@@ -68,6 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.aea = ml_collections.ConfigDict()
   config.model.aea.enabled = args.aea and not args.ce
   config.model.aea.eval_mode = "batch_independent"   # | "code_faithful" (aliases: spec §5)
+  if config.model.aea.enabled:
+    config.evals.aea = {"shuffle_seeds": (0, 1, 2, 3, 4)}   # reports every eval mode
 
   if args.slm and not args.ce:
     config.objective.name = "soft_label_mining"
@@ -82,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 0.0
-  config.schedule.name = "slm_cosine"
+  config.schedule.name = "lagged_cosine"
   config.schedule.min_learning_rate = 1e-6
   config.batch_size = 72
   config.eval_batch_size = 72

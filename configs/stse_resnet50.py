@@ -13,7 +13,7 @@ Real datasets use the assumed recipe of spec §3 (the paper's is unknown):
 ImageNet ResNet-50 (`--config.init_from=<torchvision resnet50 .pth>`; the
 ST-SE layers start fresh), 224 crops of 256 resizes, SGD 0.01 / momentum 0.9 /
 wd 1e-4, batch 64, 60 epochs, lr x0.1 every 20 epochs. Datasets with head
-pose metadata get per-yaw/pitch-bucket accuracy (`eval_pose_buckets`).
+pose metadata get per-yaw/pitch-bucket accuracy (`config.evals.pose`).
 """
 
 import ml_collections
@@ -75,7 +75,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_epochs = 60
   config.checkpoint_every_steps = 1000
   config.input.worker_count = 8
-  config.eval_pose_buckets = ()      # yaw/pitch bucket edges (degrees); () = no pose report
 
   if dataset in ("rafdb", "pose_rafdb"):
     config.dataset.name = "rafdb"
@@ -94,12 +93,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.name = f"bu3dfe/{args.protocol}"
     config.dataset.num_classes = 7   # canonical ids; the builder excludes neutral
     config.dataset.metadata = ("yaw", "pitch")
-    config.eval_pose_buckets = P1_VIEWS if args.protocol == "p1" else MULTIPIE_VIEWS
+    # Accuracy per yaw/pitch bucket (edges in degrees).
+    config.evals.pose = {"buckets": P1_VIEWS if args.protocol == "p1" else MULTIPIE_VIEWS}
   if dataset == "multipie":
     config.dataset.name = "multipie/pose7"
     config.dataset.num_classes = 6   # native labels: neutral smile surprise squint disgust scream
     config.dataset.metadata = ("yaw",)
-    config.eval_pose_buckets = MULTIPIE_VIEWS
+    config.evals.pose = {"buckets": MULTIPIE_VIEWS}   # accuracy per yaw/pitch bucket (degrees)
   if dataset == "synthetic":
     # From scratch and CPU-sized (about 5 minutes on 2 cores): ResNet-18 (ST-SE
     # in all its basic blocks) on 64x64 crops of 72x72 resizes, batch 64, 5
@@ -108,7 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.name = "synthetic_fer/images_pose"
     config.dataset.num_classes = 7
     config.dataset.metadata = ("yaw", "pitch")
-    config.eval_pose_buckets = YAW_15
+    config.evals.pose = {"buckets": YAW_15}   # accuracy per yaw/pitch bucket (degrees)
     config.model.depth = 18
     config.input.image_size = 64
     config.input.resize_size = 72

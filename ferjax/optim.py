@@ -1,9 +1,26 @@
 """Optimizers and learning-rate schedules from `config.optimizer` / `config.schedule`."""
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from absl import logging
+
+
+def lagged_cosine(lr_max: float, lr_min: float, total_steps: int) -> optax.Schedule:
+  """lr(t) = C(max(t-1, 0)), C(x) = lr_min + (lr_max-lr_min)(1 + cos(pi x/T))/2, T = `total_steps`.
+
+  PyTorch code that calls CosineAnnealingLR.step() after every optimizer step
+  sets the rate for the next step, so steps 0 and 1 both run at lr_max.
+  """
+  if total_steps <= 0:
+    raise ValueError(f"lagged_cosine needs total_steps > 0, got {total_steps}")
+
+  def schedule(count: jax.Array) -> jax.Array:
+    x = jnp.maximum(jnp.asarray(count, jnp.float32) - 1.0, 0.0)
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + jnp.cos(jnp.pi * x / total_steps))
+
+  return schedule
 
 
 def make_schedule(schedule_config: ml_collections.ConfigDict, base_lr: float,
@@ -14,8 +31,8 @@ def make_schedule(schedule_config: ml_collections.ConfigDict, base_lr: float,
   `min_learning_rate` at step `steps_per_epoch * num_epochs`, one past the
   last update, like PyTorch's CosineAnnealingLR with T_max = the step count);
   `step` (x `decay_rate` every `step_epochs` epochs); `exponential`
-  (x `decay_rate` after every epoch); `slm_cosine` (SLM-AEA's reference
-  schedule, see objectives.soft_label_mining).
+  (x `decay_rate` after every epoch); `lagged_cosine` (a cosine
+  over the same steps whose value is set after each update, one step late).
   """
   name = schedule_config.name
   total_steps = max(steps_per_epoch * num_epochs, 1)
@@ -31,13 +48,11 @@ def make_schedule(schedule_config: ml_collections.ConfigDict, base_lr: float,
   elif name == "exponential":
     main = optax.exponential_decay(base_lr, steps_per_epoch, schedule_config.decay_rate,
                                    staircase=True)
-  elif name == "slm_cosine":
-    from ferjax.objectives import soft_label_mining  # pylint: disable=g-import-not-at-top
-    main = soft_label_mining.official_cosine_schedule(
-        base_lr, schedule_config.min_learning_rate, total_steps)
+  elif name == "lagged_cosine":
+    main = lagged_cosine(base_lr, schedule_config.min_learning_rate, total_steps)
   else:
     raise ValueError(f"config.schedule.name {name!r} is not one of "
-                     "constant, cosine, step, exponential, slm_cosine")
+                     "constant, cosine, step, exponential, lagged_cosine")
   if warmup_steps <= 0:
     return main
   warmup = optax.linear_schedule(0.0, base_lr, warmup_steps)
@@ -73,8 +88,8 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
   present = set().union(*(_path_names(path) for path, _ in
                           jax.tree_util.tree_flatten_with_path(params)[0]))
   for field, names in (("no_decay", opt.no_decay), ("lr_multipliers", opt.lr_multipliers)):
-    # Shared configs name parameters some variants lack (MSFE's `centers` without
-    # the center loss), so an unmatched name is reported, not an error.
+    # Shared configs name parameters some variants lack (an objective's `centers`
+    # when another objective is chosen), so an unmatched name is reported, not an error.
     for name in sorted(set(names) - present):
       logging.warning("config.optimizer.%s: no parameter path contains %r", field, name)
   mask = _decay_mask(params, tuple(opt.no_decay))

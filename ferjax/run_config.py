@@ -34,6 +34,9 @@ def check_run_settings(config: ml_collections.ConfigDict) -> None:
                "keep_checkpoints", "num_epochs"):
     if config[name] < 1:
       raise errors.UserError(f"config.{name} must be at least 1, got {config[name]}")
+  if "classification" not in config.evals:
+    raise errors.UserError("config.evals must hold 'classification': its WAR/UAR rank "
+                           "checkpoints (config.best_metric)")
   if config.best_metric not in RANKING_METRICS:
     raise errors.UserError(f"config.best_metric must be one of {', '.join(RANKING_METRICS)}, "
                            f"got {config.best_metric!r}")

@@ -41,10 +41,27 @@ class NonFiniteLoss(errors.UserError):
 
 @flax.struct.dataclass
 class TrainState:
+  """What a checkpoint's `state` item holds (checkpointing.STATE_KEYS).
+
+  `model` and `objective` are the full `nnx.State`s of the two modules (params
+  and every other variable); the optimizer acts on their `nnx.Param`s, as
+  the tree `{"model": params, "objective": params}`.
+  """
   step: jax.Array
-  params: nnx.State
-  rest: nnx.State       # BatchNorm statistics and objective state (label tables, centers)
+  model: nnx.State
+  objective: nnx.State
   opt_state: optax.OptState
+
+  def to_dict(self) -> dict:
+    return {name: getattr(self, name) for name in checkpointing.STATE_KEYS}
+
+
+def split_params(state: TrainState) -> tuple[dict, dict]:
+  """({"model": params, "objective": params}, the same for every other variable)."""
+  model_params, model_rest = nnx.split_state(state.model, nnx.Param, ...)
+  objective_params, objective_rest = nnx.split_state(state.objective, nnx.Param, ...)
+  return ({"model": model_params, "objective": objective_params},
+          {"model": model_rest, "objective": objective_rest})
 
 
 def masked_accuracy(scores: jax.Array, batch: dict) -> jax.Array:
@@ -52,27 +69,35 @@ def masked_accuracy(scores: jax.Array, batch: dict) -> jax.Array:
   return jnp.sum(correct) / jnp.maximum(jnp.sum(batch["mask"]), 1)
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, input_config):
+def make_train_step(model_graphdef, objective_graphdef, tx: optax.GradientTransformation,
+                    input_config):
   """One optimisation step on a global batch; returns the new state and scalars."""
 
+  def merge(params, rest, copy=False):
+    return (nnx.merge(model_graphdef, params["model"], rest["model"], copy=copy),
+            nnx.merge(objective_graphdef, params["objective"], rest["objective"], copy=copy))
+
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    params, rest = split_params(state)
+
     def loss_fn(params, rest):
-      model, objective = nnx.merge(graphdef, params, rest, copy=True)
+      model, objective = merge(params, rest, copy=True)
       outputs = model_inputs.forward(model, batch, input_config, train=True)
       loss, metrics = objective(outputs, batch, state.step)
-      return loss, (outputs, metrics, nnx.state((model, objective), nnx.Not(nnx.Param)))
+      rest = {"model": nnx.state(model, nnx.Not(nnx.Param)),
+              "objective": nnx.state(objective, nnx.Not(nnx.Param))}
+      return loss, (outputs, metrics, rest)
 
     (loss, (outputs, metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.rest)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    model, objective = nnx.merge(graphdef, params, rest, copy=True)
+        params, rest)
+    updates, opt_state = tx.update(grads, state.opt_state, params)
+    params = optax.apply_updates(params, updates)
+    model, objective = merge(params, rest, copy=True)
     outputs = jax.lax.stop_gradient(outputs)
     objective.update(outputs, batch, state.step)
     accuracy = masked_accuracy(objective.predict(outputs), batch)
-    rest = nnx.state((model, objective), nnx.Not(nnx.Param))
     metrics = {"loss": loss, "accuracy": accuracy, **metrics}
-    return TrainState(state.step + 1, params, rest, opt_state), metrics
+    return TrainState(state.step + 1, nnx.state(model), nnx.state(objective), opt_state), metrics
 
   return train_step
 
@@ -99,19 +124,24 @@ class Experiment:
         len(self.train_split), config.batch_size, self.drop_remainder)
     self.num_train_steps = self.steps_per_epoch * config.num_epochs
     model, objective = self._build_modules()
-    self.graphdef, params, rest = nnx.split((model, objective), nnx.Param, ...)
+    self.model_graphdef, model_state = nnx.split(model)
+    self.objective_graphdef, objective_state = nnx.split(objective)
+    model_state, objective_state = sharding.to_global_replicated(
+        (model_state, objective_state), self.mesh)
+    step = sharding.to_global_replicated(np.zeros((), np.int32), self.mesh)
+    self.state = TrainState(step, model_state, objective_state, None)
+    params, _ = split_params(self.state)
     try:
       self.schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
                                           self.steps_per_epoch, config.num_epochs)
       self.tx = optim.make_optimizer(config, self.schedule, params)
     except ValueError as e:
       raise errors.UserError(str(e)) from None
-    params, rest = sharding.to_global_replicated((params, rest), self.mesh)
     replicated = sharding.replicated(self.mesh)
-    opt_state = jax.jit(self.tx.init, out_shardings=replicated)(params)
-    step = sharding.to_global_replicated(np.zeros((), np.int32), self.mesh)
-    self.state = TrainState(step, params, rest, opt_state)
-    self.train_step = jax.jit(make_train_step(self.graphdef, self.tx, config.input),
+    self.state = self.state.replace(
+        opt_state=jax.jit(self.tx.init, out_shardings=replicated)(params))
+    self.train_step = jax.jit(make_train_step(self.model_graphdef, self.objective_graphdef,
+                                              self.tx, config.input),
                               in_shardings=(replicated, sharding.batch_sharding(self.mesh)),
                               out_shardings=(replicated, replicated), donate_argnums=0)
 
@@ -129,11 +159,10 @@ class Experiment:
         report = convert.load_init(model, config.init_from, partial=not config.init_strict,
                                    class_order=config.init_class_order or None)
         logging.info("init_from %s:\n%s", config.init_from, report)
-      feature_dim = self._feature_dim(model)
-      objective = objective_registry.build_objective(
-          config.objective, num_classes=self.num_classes, feature_dim=feature_dim,
-          num_train_examples=self.train_split.num_records, rngs=rngs,
-          **self._objective_inputs())
+      self.context = objective_registry.TrainContext.for_split(
+          self.train_split, label_key=config.dataset.label_key, num_classes=self.num_classes,
+          feature_dim=self._feature_dim(model), steps_per_epoch=self.steps_per_epoch)
+      objective = objective_registry.build_objective(config.objective, self.context, rngs=rngs)
     except (ValueError, FileNotFoundError, ImportError) as e:
       raise errors.UserError(str(e).splitlines()[0]) from None
     return model, objective
@@ -149,13 +178,6 @@ class Experiment:
         nnx.merge(graphdef, s), b, self.config.input, train=False), state, dummy)
     return out["features"].shape[-1]
 
-  def _objective_inputs(self) -> dict:
-    """Method-specific inputs some objectives need (SLM: the training labels)."""
-    if self.config.objective.name != "soft_label_mining":
-      return {}
-    train_labels = self.train_split.column(self.config.dataset.label_key)
-    return {"train_labels": train_labels, "steps_per_epoch": self.steps_per_epoch}
-
   def train_iterator(self):
     loader = pipeline.BatchLoader(self.train_split, self.config, train=True,
                                   global_batch_size=self.config.batch_size,
@@ -165,8 +187,31 @@ class Experiment:
                                     prefetch=self.config.input.prefetch)
     return iter(dataset)
 
-  def abstract_state(self):
-    return checkpointing.abstract_like(self.state, sharding.replicated(self.mesh))
+  def abstract_state(self) -> dict:
+    """The restore target of a checkpoint's `state` item (replicated)."""
+    return checkpointing.abstract_like(self.state.to_dict(), sharding.replicated(self.mesh))
+
+  def restore(self, checkpointer: checkpointing.Checkpointer, step: int,
+              iterator=None) -> TrainState:
+    return TrainState(**checkpointer.restore(step, self.abstract_state(), iterator))
+
+  def make_runner(self) -> evaluate_lib.Runner:
+    try:
+      return evaluate_lib.Runner(self.config, self.workdir, mesh=self.mesh,
+                                 objective_graphdef=self.objective_graphdef,
+                                 train_split=self.train_split, class_names=self.class_names)
+    except ValueError as e:
+      raise errors.UserError(str(e)) from None
+
+  def evaluate(self, runner: evaluate_lib.Runner, state: TrainState, step: int, *,
+               final: bool) -> tuple[dict, TrainState]:
+    """Runs the evaluators; the returned state keeps what they stored in the model state."""
+    try:
+      metrics, model_state = runner.evaluate(self.model_graphdef, state.model,
+                                             state.objective, step, final=final)
+    except ValueError as e:
+      raise errors.UserError(str(e).splitlines()[0]) from None
+    return metrics, state.replace(model=model_state)
 
 
 @jax.jit
@@ -223,10 +268,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = experiment.state
   iterator = experiment.train_iterator()
   if start_step:
-    state = checkpointer.restore(start_step, experiment.abstract_state(), iterator)
+    state = experiment.restore(checkpointer, start_step, iterator)
     experiment.state = state  # Frees the initial state's device memory.
     logging.info("Resumed from step %d.", start_step)
-  evaluator = evaluate_lib.Evaluator(experiment)
+  runner = experiment.make_runner()
   total = experiment.num_train_steps
   report_progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
   watch = _LossWatch()
@@ -260,18 +305,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       eval_metrics = None
       if eval_now:
         with report_progress.timed("eval"):
-          eval_metrics = evaluator.evaluate(state, step, write_reports=step == total)
+          eval_metrics, state = experiment.evaluate(runner, state, step, final=step == total)
         if step == total:
           final = eval_metrics
         writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()
                                     if isinstance(v, float)})
       if save_now or stop_now:
-        if not _all_finite(state.params):
+        if not _all_finite(state.model):
           raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
         ranking = (None if eval_metrics is None else
                    {config.best_metric: run_config.ranking_value(eval_metrics,
                                                                  config.best_metric)})
-        checkpointer.save(step, state, iterator, metrics=ranking)
+        checkpointer.save(step, state.to_dict(), iterator, metrics=ranking)
         last_saved = step
       if stop_now:
         checkpointer.wait()
@@ -279,9 +324,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         f"{workdir}/checkpoints. Rerun the same command to resume.")
     checkpointer.wait()
     if final is None:  # Resumed from the last step's checkpoint: nothing left to train.
-      final = evaluator.evaluate(state, step, write_reports=True)
-    if config.objective.get("export_soft_labels"):
-      _export_soft_labels(experiment, state)
+      final, state = experiment.evaluate(runner, state, step, final=True)
+    objective = nnx.merge(experiment.objective_graphdef, state.objective)
+    if hasattr(objective, "on_train_end"):
+      objective.on_train_end(workdir, experiment.context)
     writer.flush()
     return final
   finally:
@@ -290,34 +336,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpointer.close()
 
 
-def _export_soft_labels(experiment: Experiment, state: TrainState) -> None:
-  """Writes SLM's mined labels per training example to workdir/soft_labels.{npz,csv}.
-
-  Every process reads the split (ids, labels) so that all reach the shutdown
-  barrier together; only process 0 writes.
-  """
-  from ferjax.objectives import soft_label_mining  # pylint: disable=g-import-not-at-top
-  _, objective = nnx.merge(experiment.graphdef, state.params, state.rest)
-  split = experiment.train_split
-  ids = [""] * split.num_records
-  hard = np.full((split.num_records,), -1, np.int64)
-  for j in range(len(split)):
-    position, record = split.record(j)
-    example_id = record.get("id")
-    ids[position] = example_id.decode() if isinstance(example_id, bytes) else str(position)
-    hard[position] = int(record[experiment.config.dataset.label_key])
-  if jax.process_index() > 0:
-    return
-  paths = soft_label_mining.export_soft_labels(
-      np.asarray(objective.table[...]), ids, hard, epath.Path(experiment.workdir) / "soft_labels")
-  logging.info("Mined soft labels written to %s", ", ".join(paths))
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Evaluates the latest (or, with eval_checkpoint='best', the best) checkpoint.
 
   A workdir without checkpoints evaluates the `init_from` weights (e.g. the
-  official LSTPNet checkpoints) at step 0.
+  converted official weights) at step 0.
   """
   if config.eval_checkpoint not in ("latest", "best"):
     raise errors.UserError("config.eval_checkpoint must be 'latest' or 'best', got "
@@ -329,7 +352,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise errors.UserError(f"no checkpoints in {checkpoint_dir}: train first, check "
                              "--workdir, or give --config.init_from")
     experiment = Experiment(config, workdir)
-    return evaluate_lib.Evaluator(experiment).evaluate(experiment.state, 0, write_reports=True)
+    return experiment.evaluate(experiment.make_runner(), experiment.state, 0, final=True)[0]
   experiment = Experiment(config, workdir)
   checkpointer = checkpointing.Checkpointer(str(checkpoint_dir), keep=config.keep_checkpoints,
                                             best_metric=config.best_metric)
@@ -338,7 +361,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             else checkpointer.latest_step())
     if step is None:
       raise errors.UserError(f"no {config.eval_checkpoint} checkpoint in {checkpoint_dir}")
-    state = checkpointer.restore(step, experiment.abstract_state(), None)
-    return evaluate_lib.Evaluator(experiment).evaluate(state, step, write_reports=True)
+    state = experiment.restore(checkpointer, step)
+    return experiment.evaluate(experiment.make_runner(), state, step, final=True)[0]
   finally:
     checkpointer.close()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from ferjax.evaluators import aea as aea_evaluator, registry as evaluator_registry
 from ferjax.models import aea
 from ferjax.models import registry, resnet
 
@@ -121,23 +122,26 @@ def test_eval_mode_errors():
   assert model.aea.eval_mode == "code_faithful"
 
 
-def test_compute_feature_mean_matches_numpy():
-  rng = np.random.default_rng(2)
-  model = _classifier()
-  features_fn = nnx.jit(lambda model, x: model(x, train=False)["backbone_features"])
-  data = rng.normal(size=(10, 3)).astype(np.float32)
-  batches = []
-  for start in range(0, 10, 4):
-    chunk = data[start:start + 4]
-    image = np.zeros((4, 3), np.float32)
-    image[:len(chunk)] = chunk
-    batches.append({"image": image, "mask": np.arange(4) < len(chunk)})
-  mu = aea.compute_feature_mean(batches, lambda b: features_fn(model, jnp.asarray(b["image"])))
-  expected = np.tanh(data @ np.asarray(model.backbone.proj.kernel[...])
-                     + np.asarray(model.backbone.proj.bias[...])).mean(axis=0)
-  np.testing.assert_allclose(mu, expected, rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match="no valid rows"):
-    aea.compute_feature_mean([], lambda b: b)
+def test_aea_evaluator_stores_the_train_mean_in_the_model_state():
+  graphdef, state = nnx.split(_classifier("fixed_mean"))
+  train_features = np.array([[1, 2, 3, 4], [3, 4, 5, 6], [2, 0, 1, 2]], np.float32)
+  calls = []
+
+  def predict(graphdef, model_state, split, keys=()):
+    calls.append((nnx.merge(graphdef, model_state).aea.eval_mode, split, tuple(keys)))
+    return {"backbone_features": train_features}
+
+  context = evaluator_registry.EvalContext(
+      step=1, final=False, is_writer=False, workdir="", dataset_name="d",
+      class_names=("a", "b"), eval_split_name="test", eval_split=None, train_split="TRAIN",
+      graphdef=graphdef, model_state=state, predict=predict)
+  new_graphdef, new_state = aea_evaluator.from_config(ml_collections.ConfigDict()).prepare(
+      context)
+  assert calls == [("code_faithful", "TRAIN", ("backbone_features",))]
+  model = nnx.merge(new_graphdef, new_state)
+  assert model.aea.eval_mode == "batch_independent"        # the configured mode
+  np.testing.assert_allclose(model.aea.mean[...], [2.0, 2.0, 3.0, 4.0])
+  assert "mean" not in nnx.state(model, nnx.Param)["aea"]  # saved with the model, not trained
 
 
 def _abstract_outputs(model, image_size=32):
@@ -148,7 +152,7 @@ def _abstract_outputs(model, image_size=32):
 
 
 def test_wraps_resnet18_with_a_fresh_classifier():
-  model = nnx.eval_shape(lambda: aea.AEAClassifier(resnet.ResNet(18, 1000, rngs=nnx.Rngs(0)),
+  model = nnx.eval_shape(lambda: aea.AEAClassifier(resnet.ResNet(18, None, rngs=nnx.Rngs(0)),
                                                    7, rngs=nnx.Rngs(1)))
   outputs = _abstract_outputs(model)
   assert outputs["logits"].shape == (2, 7)
@@ -168,7 +172,7 @@ def test_wraps_every_image_backbone_from_config(config_module, arg, feature_dim)
   module = importlib.import_module(registry.MODEL_MODULES[config.model.name])
 
   def build():
-    backbone = module.from_config(config.model, 7, rngs=nnx.Rngs(0))
+    backbone = module.from_config(config.model, 7, headless=True, rngs=nnx.Rngs(0))
     return aea.wrap_from_config(backbone, config.model, 7, rngs=nnx.Rngs(1))
   model = nnx.eval_shape(build)
   assert model.aea.eval_mode == "batch_independent"

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from configs import msfe as msfe_config
-from ferjax.objectives import center_cosine
+from ferjax.objectives import center_cosine, registry as objective_registry
 from ferjax.objectives.center_cosine import CenterCosine, CenterVariable
 
 
@@ -256,15 +256,16 @@ def test_from_config_reads_ccl_fields_and_rejects_bad_ones():
   config = msfe_config.get_config("synthetic").objective
   config.ccl.center_update = "ema"
   config.ccl.margin = 0.2
-  objective = center_cosine.from_config(config, num_classes=7, feature_dim=512,
-                                        num_train_examples=100, rngs=nnx.Rngs(0))
+  def context(feature_dim):
+    return objective_registry.TrainContext(7, feature_dim, 10, 100,
+                                           read_labels=lambda: np.zeros(100, int))
+  objective = center_cosine.from_config(config, context(512), rngs=nnx.Rngs(0))
   assert isinstance(objective.centers, CenterVariable)
   assert objective.centers[...].shape == (7, 512)
   assert objective.margin == 0.2 and objective.scale == 30.0 and objective.weight == 0.1
   config.ccl.variant = "arcface"
   with pytest.raises(ValueError, match="objective.ccl.variant"):
-    center_cosine.from_config(config, num_classes=7, feature_dim=8, num_train_examples=1,
-                              rngs=nnx.Rngs(0))
+    center_cosine.from_config(config, context(8), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="predict_with"):
     CenterCosine(3, 4, use_ce_head=False, rngs=nnx.Rngs(0))
 

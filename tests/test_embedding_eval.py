@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferjax.evaluation import embedding
+from ferjax.evaluators import embedding
 
 
 def test_report_on_hand_made_embeddings():

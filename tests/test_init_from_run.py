@@ -50,13 +50,13 @@ def test_image_resnet_starts_the_lstpnet_backbone(image_run):
   report = load_init(model, workdir, partial=True)
 
   state = _final_state(workdir)
-  source = state["params"]["0"]
+  source = state["model"]
   np.testing.assert_array_equal(np.asarray(model.backbone.conv1.kernel[...]),
                                 source["conv1"]["kernel"]["value"])
   np.testing.assert_array_equal(np.asarray(model.backbone.layer4[1].conv2.kernel[...]),
                                 source["layer4"]["1"]["conv2"]["kernel"]["value"])
   np.testing.assert_array_equal(np.asarray(model.backbone.bn1.mean[...]),
-                                state["rest"]["0"]["bn1"]["mean"]["value"])
+                                source["bn1"]["mean"]["value"])
   # Conv kernels, BN affine and statistics load; LSTPNet's extras keep their init.
   assert len(report.matched) == 100
   assert {row.source.split(":")[1] for row in report.unexpected} == {"fc/kernel", "fc/bias"}
@@ -78,7 +78,7 @@ def test_a_step_directory_loads_that_step(image_run):
   step_dir = os.path.join(workdir, "checkpoints", str(steps[0]))
   report = load_init(model, step_dir, partial=True)
   assert report.target.startswith("FrameAverage.backbone")
-  source = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))["params"]["0"]
+  source = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))["model"]
   np.testing.assert_array_equal(np.asarray(model.backbone.conv1.kernel[...]),
                                 source["conv1"]["kernel"]["value"])
 

@@ -111,7 +111,7 @@ def test_config_variants(arg, dataset, classes, objective):
   assert config.dataset.name == dataset
   assert config.dataset.num_classes == classes
   assert config.objective.name == objective
-  assert config.model.name == "msfe" and config.eval_embeddings
+  assert config.model.name == "msfe" and "embedding" in config.evals
   assert "centers" in config.optimizer.no_decay
   assert bool(config.dataset.extra_eval_splits) == ("ran" in (arg or ""))
   if dataset != "synthetic_fer/images":

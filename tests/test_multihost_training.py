@@ -46,12 +46,12 @@ config.input.image_size, config.input.resize_size = 32, 36
 config.batch_size, config.eval_batch_size = 32, 64
 experiment = train.Experiment(config, workdir)
 iterator, state, losses = experiment.train_iterator(), experiment.state, []
-initial = [np.asarray(x) for x in jax.tree.leaves(sharding.to_host(state.params))]
+initial = [np.asarray(x) for x in jax.tree.leaves(sharding.to_host(train.split_params(state)[0]))]
 for _ in range(3):
   state, metrics = experiment.train_step(
       state, sharding.to_global_batch(next(iterator), experiment.mesh))
   losses.append(float(metrics["loss"]))
-final = jax.tree.leaves(sharding.to_host(state.params))
+final = jax.tree.leaves(sharding.to_host(train.split_params(state)[0]))
 np.savez(f"{workdir}_{process_id}.npz", *[np.asarray(b) - a for a, b in zip(initial, final)])
 print("RESULT " + json.dumps({"joined": joined, "processes": jax.process_count(),
                               "devices": jax.device_count(), "losses": losses}), flush=True)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ferjax.evaluation import pose
+from ferjax.evaluators import pose
 
 NAN = float("nan")
 # Eleven examples: yaw (degrees), pitch, and whether each one is classified correctly.
@@ -59,7 +59,7 @@ def test_unknown_pitch_is_left_out():
 
 @pytest.mark.parametrize("edges", [(), (10,), (0, 30, 30), (30, 0)])
 def test_bad_edges_raise(edges):
-  with pytest.raises(ValueError, match="eval_pose_buckets"):
+  with pytest.raises(ValueError, match="evals.pose.buckets"):
     pose.pose_report(PREDICTIONS, LABELS, YAW, None, edges)
 
 

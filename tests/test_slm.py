@@ -16,6 +16,8 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from ferjax import optim
+from ferjax.objectives import registry as objective_registry
 from ferjax.objectives import soft_label_mining as slm
 
 N_S = 171  # RAF-DB: ceil(12271 / 72)
@@ -138,8 +140,8 @@ def test_ramp_boundary_is_inclusive():
   assert float(d[1]) == pytest.approx(0.6970, abs=5e-5)
 
 
-def test_official_cosine_schedule():
-  schedule = slm.official_cosine_schedule(1e-3, 1e-6, 40 * N_S)
+def test_lagged_cosine_schedule():
+  schedule = optim.lagged_cosine(1e-3, 1e-6, 40 * N_S)
   assert float(schedule(0)) == pytest.approx(1e-3, rel=1e-6)
   assert float(schedule(1)) == pytest.approx(1e-3, rel=1e-6)
   assert float(schedule(2)) == pytest.approx(9.99999947e-4, rel=1e-6)
@@ -196,24 +198,37 @@ def test_loss_masks_padded_rows_and_keeps_table_fp32():
   assert objective.table[...].dtype == jnp.float32
 
 
+def _context(labels, steps_per_epoch=171, ids=None):
+  return objective_registry.TrainContext(7, 512, steps_per_epoch, len(labels),
+                                         read_labels=lambda: labels, read_ids=ids)
+
+
 def test_from_config_takes_steps_per_epoch_from_loop_or_config():
   config = ml_collections.ConfigDict(
       {"name": "soft_label_mining", "k": 5.0, "p": 0.97, "lam": 200.0, "alpha": 1.6,
        "beta": 7, "steps_per_epoch": 0})
   labels = np.zeros(100, np.int32)
-  kwargs = dict(num_classes=7, feature_dim=512, num_train_examples=100, rngs=nnx.Rngs(0))
-  objective = slm.from_config(config, train_labels=labels, steps_per_epoch=171, **kwargs)
+  objective = objective_registry.build_objective(config, _context(labels), rngs=nnx.Rngs(0))
   assert objective.steps_per_epoch == 171 and objective.lam == 200.0
+  assert not objective.export
   config.steps_per_epoch = 170
-  assert slm.from_config(config, train_labels=labels, steps_per_epoch=171,
-                         **kwargs).steps_per_epoch == 170
+  assert slm.from_config(config, _context(labels), rngs=nnx.Rngs(0)).steps_per_epoch == 170
   config.steps_per_epoch = 0
   with pytest.raises(ValueError, match="steps_per_epoch"):
-    slm.from_config(config, train_labels=labels, **kwargs)
-  with pytest.raises(ValueError, match="train_labels"):
-    slm.from_config(config, steps_per_epoch=171, **kwargs)
-  with pytest.raises(ValueError, match="99 train labels"):
-    slm.from_config(config, train_labels=labels[1:], steps_per_epoch=171, **kwargs)
+    slm.from_config(config, _context(labels, steps_per_epoch=0), rngs=nnx.Rngs(0))
+
+
+def test_on_train_end_exports_the_table_with_the_context_ids(tmp_path):
+  config = ml_collections.ConfigDict(
+      {"name": "soft_label_mining", "k": 5.0, "p": 0.97, "lam": 200.0, "alpha": 1.6,
+       "beta": 7, "export_soft_labels": True})
+  context = _context(np.array([1, -1, 0]), ids=lambda: ["a", "", "c"])
+  objective = slm.from_config(config, context, rngs=nnx.Rngs(0))
+  objective.on_train_end(str(tmp_path), context)
+  data = np.load(tmp_path / "soft_labels.npz")
+  np.testing.assert_array_equal(data["id"], ["a", "c"])
+  np.testing.assert_array_equal(data["label"], [1, 0])
+  np.testing.assert_allclose(data["soft_label"][0, 1], 0.97, atol=1e-6)
 
 
 def test_filtered_records_get_inert_rows():

@@ -269,7 +269,7 @@ def test_config_variants():
   assert (config.optimizer.learning_rate, config.batch_size, config.num_epochs) == (0.01, 64, 60)
   synthetic = stse_resnet50.get_config("synthetic")
   assert synthetic.dataset.name == "synthetic_fer/images_pose"
-  assert synthetic.dataset.metadata == ("yaw", "pitch") and synthetic.eval_pose_buckets
+  assert synthetic.dataset.metadata == ("yaw", "pitch") and synthetic.evals.pose.buckets
   assert not stse_resnet50.get_config("synthetic,plain").model.stse.enabled
   assert stse_resnet50.get_config("pose_affectnet").dataset.num_classes == 8
   bu3dfe = stse_resnet50.get_config("bu3dfe,protocol=p2,fold=3")

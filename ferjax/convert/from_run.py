@@ -13,19 +13,14 @@ import json
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
-from flax import nnx
+from flax import nnx, traverse_util
 
 from ferjax import checkpointing
 from ferjax.convert import torch_lstpnet, torch_resnet
 from ferjax.convert.families import module_path
 from ferjax.convert.state import Converted, path_key
 from ferjax.models import registry
-
-# The model is the first element of the (model, objective) pair a train state holds.
-_MODEL = "0"
-
 
 def find_run(path: str) -> tuple[epath.Path, epath.Path] | None:
   """(workdir, step directory) when `path` is a ferjax workdir or a step of one, else None.
@@ -46,28 +41,14 @@ def find_run(path: str) -> tuple[epath.Path, epath.Path] | None:
   return None
 
 
-def _flatten(tree, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], np.ndarray]:
-  """Nested checkpoint dict -> {variable path: array} (NNX's `value` leaves unwrapped)."""
-  flat = {}
-  for name, value in tree.items():
-    if isinstance(value, dict) and set(value) != {"value"}:
-      flat.update(_flatten(value, prefix + (str(name),)))
-    else:
-      flat[prefix + (str(name),)] = np.asarray(value["value"] if isinstance(value, dict)
-                                               else value)
-  return flat
-
-
-def _weights_root(config: ml_collections.ConfigDict) -> tuple[str, tuple[str, ...]]:
-  """(family, path of that family's module) inside the model `config` describes."""
-  model = nnx.eval_shape(lambda: registry.build_model(
-      config.model, config.dataset.num_classes, rngs=nnx.Rngs(0)))
+def _weights_root(model: nnx.Module) -> tuple[str, tuple[str, ...]]:
+  """(family, path of that family's module) inside `model`."""
   for family in (torch_lstpnet.FAMILY, torch_resnet.FAMILY):
     try:
       return family, tuple(str(part) for part in module_path(model, family))
     except ValueError:
       continue
-  raise ValueError(f"model {config.model.name!r} holds no single LSTPNet or ResNet to load from")
+  raise ValueError(f"model {type(model).__name__} holds no single LSTPNet or ResNet to load from")
 
 
 def read_run(workdir: epath.Path, step_dir: epath.Path) -> Converted:
@@ -76,16 +57,17 @@ def read_run(workdir: epath.Path, step_dir: epath.Path) -> Converted:
   `workdir` and `step_dir` are what `find_run` returns.
 
   Raises:
-    ValueError: an unreadable checkpoint, or a model with neither module.
+    ValueError: a model with neither module.
+    errors.UserError: an unreadable checkpoint.
   """
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  family, root = _weights_root(config)
-  try:
-    state = ocp.StandardCheckpointer().restore(step_dir / "state")
-  except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
-    raise ValueError(f"{step_dir}: checkpoint cannot be read ({type(e).__name__})") from None
-  variables = {**_flatten(jax.device_get(state["params"].get(_MODEL, {}))),
-               **_flatten(jax.device_get(state["rest"].get(_MODEL, {})))}
+  model = nnx.eval_shape(lambda: registry.build_model(
+      config.model, config.dataset.num_classes, rngs=nnx.Rngs(0)))
+  family, root = _weights_root(model)
+  state = checkpointing.restore_model_state(str(step_dir.parent), int(step_dir.name),
+                                            nnx.state(model))
+  flat = traverse_util.flatten_dict(jax.device_get(state.to_pure_dict()))
+  variables = {tuple(str(part) for part in key): np.asarray(value) for key, value in flat.items()}
   arrays = {path_key(key[len(root):]): (f"{step_dir.name}:{path_key(key)}", value)
             for key, value in variables.items() if key[:len(root)] == root}
   return Converted(family, arrays)

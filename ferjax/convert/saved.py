@@ -13,32 +13,12 @@ from typing import Any
 from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from ferjax.convert.state import Converted
 from ferjax.convert.torch_file import first_line
 
 FORMAT = "ferjax.convert/1"
-
-
-def _nested(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for key, array in arrays.items():
-    *parents, leaf = key.split("/")
-    node = tree
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = np.asarray(array)
-  return tree
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-  arrays = {}
-  for name, value in tree.items():
-    if isinstance(value, Mapping):
-      arrays.update(_flat(value, f"{prefix}{name}/"))
-    else:
-      arrays[f"{prefix}{name}"] = np.asarray(value)
-  return arrays
 
 
 def _absolute(directory: str) -> epath.Path:
@@ -54,7 +34,8 @@ def save(directory: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, An
     raise ValueError(f"{directory}: already exists; remove it or choose another destination")
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   checkpointer.save(directory, ocp.args.Composite(
-      state=ocp.args.StandardSave(_nested(arrays)),
+      state=ocp.args.StandardSave(traverse_util.unflatten_dict(
+          {key: np.asarray(array) for key, array in arrays.items()}, sep="/")),
       meta=ocp.args.JsonSave({"format": FORMAT, **meta})))
 
 
@@ -81,7 +62,8 @@ def restore(directory: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   meta = dict(restored["meta"])
   if meta.get("format") != FORMAT:
     raise ValueError(f"{directory}: meta format {meta.get('format')!r} is not {FORMAT!r}")
-  return _flat(restored["state"]), meta
+  arrays = traverse_util.flatten_dict(restored["state"], sep="/")
+  return {key: np.asarray(array) for key, array in arrays.items()}, meta
 
 
 def read_converted(directory: str) -> Converted:

@@ -10,11 +10,12 @@ At evaluation it is chosen by `eval_mode`:
   * `code_faithful` (spec alias `batch_official`): the mean of the current
     eval batch, as the reference code does; predictions depend on the batch.
   * `batch_independent` (spec alias `fixed_mean`): a stored mean mu of the
-    train-set pooled features (eval mode, final model, one extra pass, see
-    `compute_feature_mean`); predictions are per image.
+    train-set pooled features; predictions are per image. mu is a
+    `FeatureMean` variable (not a parameter), so the model state and its
+    checkpoints carry it; the `aea` evaluator (`ferjax.evaluators.aea`)
+    computes it at every evaluation with the current model.
 """
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -23,7 +24,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from ferjax.models import msfe, registry, resnet, torch_layers
+from ferjax.models import torch_layers
+from ferjax.models.dtypes import compute_dtype
 
 EVAL_MODES: dict[str, str] = {
     "code_faithful": "code_faithful",
@@ -71,23 +73,12 @@ class AverageExpressionAnchoring(nnx.Module):
     return x + (self.weight[...] * anchor).astype(x.dtype)
 
 
-def _feature_dim(backbone: nnx.Module) -> int:
-  """D of `backbone`'s `features`: its classifier's input width, else `num_features`."""
-  fc = getattr(backbone, "fc", None)
-  if isinstance(fc, nnx.Linear):
-    return fc.in_features
-  if isinstance(getattr(backbone, "num_features", None), int):
-    return backbone.num_features
-  raise ValueError(f"AEA: cannot tell the feature width of {type(backbone).__name__} "
-                   "(no `fc` Linear, no `num_features`): pass feature_dim")
-
-
 class AEAClassifier(nnx.Module):
   """backbone -> pooled features x -> AEA -> fresh Linear(D, K).
 
-  `backbone(x, train=)` must return a dict with `features` `[B, D]`. A
-  ResNet (plain or with ST-SE hooks) or MSFE backbone loses its own
-  classifier; any other backbone keeps it, but its logits are replaced. Returns the
+  `backbone(x, train=)` must return a dict with `features` `[B, D]`; build it
+  headless (`from_config(..., headless=True)`) so that no dead classifier is
+  computed. D is `feature_dim`, else the backbone's `num_features`. Returns the
   backbone's outputs with `logits` `[B, K]`, `features` = h `[B, D]` (the
   classifier input) and `backbone_features` = x `[B, D]`.
   """
@@ -96,9 +87,9 @@ class AEAClassifier(nnx.Module):
 
   def __init__(self, backbone: nnx.Module, num_classes: int, *, feature_dim: int | None = None,
                eval_mode: str = "code_faithful", dtype: Any = jnp.float32, rngs: nnx.Rngs):
-    feature_dim = feature_dim or _feature_dim(backbone)
-    if isinstance(backbone, (resnet.ResNet, msfe.MultiscaleNetwork)):
-      backbone.fc = None
+    feature_dim = feature_dim or getattr(backbone, "num_features", None)
+    if not isinstance(feature_dim, int):
+      raise ValueError(f"AEA: {type(backbone).__name__} has no `num_features`: pass feature_dim")
     self.backbone = backbone
     self.aea = AverageExpressionAnchoring(feature_dim, eval_mode=eval_mode)
     self.fc = torch_layers.linear(feature_dim, num_classes, dtype=dtype, rngs=rngs)
@@ -120,7 +111,7 @@ class AEAClassifier(nnx.Module):
     mode = canonical_eval_mode(mode)
     if mode == "batch_independent" and not bool(jnp.any(self.aea.mean[...] != 0)):
       raise ValueError("AEA eval_mode 'batch_independent' needs the train-set feature mean: "
-                       "call set_fixed_mean(compute_feature_mean(...)) first")
+                       "call set_fixed_mean(...) first")
     self.aea.eval_mode = mode
 
   def set_fixed_mean(self, mean: np.ndarray | jax.Array) -> None:
@@ -131,32 +122,8 @@ class AEAClassifier(nnx.Module):
     self.aea.mean[...] = mean
 
 
-@jax.jit
-def _masked_sum(features: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  weights = mask.astype(jnp.float32)
-  return jnp.sum(features.astype(jnp.float32) * weights[:, None], axis=0), jnp.sum(weights)
-
-
-def compute_feature_mean(batches: Iterable[dict[str, Any]],
-                         features_fn: Callable[[dict[str, Any]], jax.Array]) -> np.ndarray:
-  """mu = mean of `features_fn(batch)` `[B, D]` over all rows with `batch["mask"]`.
-
-  `batches` should cover the train split once, with eval preprocessing and
-  padded, masked last batch; `features_fn` should return the model's
-  `backbone_features` in eval mode (train=False). Sums accumulate in float64.
-  """
-  total, count = None, 0.0
-  for batch in batches:
-    batch_sum, batch_count = jax.device_get(_masked_sum(features_fn(batch), batch["mask"]))
-    total = batch_sum.astype(np.float64) if total is None else total + batch_sum
-    count += float(batch_count)
-  if total is None or count == 0:
-    raise ValueError("compute_feature_mean: no valid rows in the given batches")
-  return (total / count).astype(np.float32)
-
-
 def wrap_from_config(backbone: nnx.Module, model_config: ml_collections.ConfigDict,
                      num_classes: int, *, rngs: nnx.Rngs) -> AEAClassifier:
   """AEAClassifier around `backbone` from `config.model` (`dtype`, `aea.eval_mode`)."""
   return AEAClassifier(backbone, num_classes, eval_mode=model_config.aea.eval_mode,
-                       dtype=registry.compute_dtype(model_config.dtype), rngs=rngs)
+                       dtype=compute_dtype(model_config.dtype), rngs=rngs)

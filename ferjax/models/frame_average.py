@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from ferjax.models import registry
-from ferjax.models.resnet import ResNet
+from ferjax.models.dtypes import compute_dtype
+from ferjax.models.resnet import ResNet, drop_head
 from ferjax.models.torch_layers import linear
 
 
@@ -22,6 +22,7 @@ class FrameAverage(nnx.Module):
   def __init__(self, num_classes: int, *, depth: int = 18, dtype: Any = jnp.float32,
                rngs: nnx.Rngs):
     self.backbone = ResNet(depth, None, dtype=dtype, rngs=rngs)
+    self.num_features = self.backbone.num_features
     self.fc = linear(self.backbone.num_features, num_classes, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
@@ -31,11 +32,14 @@ class FrameAverage(nnx.Module):
     batch, frames = x.shape[:2]
     per_frame = self.backbone(x.reshape(batch * frames, *x.shape[2:]), train=train)["features"]
     features = jnp.mean(per_frame.reshape(batch, frames, -1), axis=1)
+    if self.fc is None:
+      return {"features": features}
     return {"logits": self.fc(features), "features": features}
 
 
 def from_config(model_config: ml_collections.ConfigDict, num_classes: int, *,
-                rngs: nnx.Rngs) -> FrameAverage:
+                headless: bool = False, rngs: nnx.Rngs) -> FrameAverage:
   """FrameAverage from `config.model`: `depth` and `dtype`."""
-  return FrameAverage(num_classes, depth=model_config.depth,
-                      dtype=registry.compute_dtype(model_config.dtype), rngs=rngs)
+  model = FrameAverage(num_classes, depth=model_config.depth,
+                       dtype=compute_dtype(model_config.dtype), rngs=rngs)
+  return drop_head(model) if headless else model

@@ -16,8 +16,8 @@ import ml_collections
 from flax import nnx
 
 from ferjax.models.lstformer import LSTformer
-from ferjax.models import registry
-from ferjax.models.resnet import ResNet
+from ferjax.models.dtypes import compute_dtype
+from ferjax.models.resnet import ResNet, drop_head
 from ferjax.models.tce import TemporalChannelExcitation
 from ferjax.models.torch_layers import linear
 
@@ -39,7 +39,7 @@ class LSTPNet(nnx.Module):
 
     self.backbone = ResNet(depth, None, conv_bias=True, input_gate=tce_gate, dtype=dtype,
                            rngs=rngs)
-    dim = self.backbone.num_features
+    dim = self.num_features = self.backbone.num_features
     self.tce = TemporalChannelExcitation(dim, num_frames, dtype=dtype, rngs=rngs)
     self.lstformer = LSTformer(dim, transformer_depth, heads, dim_head, mlp_dim, dtype=dtype,
                                rngs=rngs)
@@ -56,14 +56,18 @@ class LSTPNet(nnx.Module):
     tokens = jnp.mean(maps, axis=(1, 2)).reshape(batch, frames, -1)
     tokens, attention = self.lstformer(tokens)
     features = jnp.mean(tokens, axis=1)
-    return {"logits": self.fc(features), "features": features, "attention": attention}
+    outputs = {"features": features, "attention": attention}
+    if self.fc is not None:
+      outputs["logits"] = self.fc(features)
+    return outputs
 
 
 def from_config(model_config: ml_collections.ConfigDict, num_classes: int, *,
-                rngs: nnx.Rngs) -> LSTPNet:
+                headless: bool = False, rngs: nnx.Rngs) -> LSTPNet:
   """LSTPNet from `config.model`: `num_frames`, `depth`, `dtype` and `lstpnet.*`."""
   cfg = model_config.lstpnet
-  return LSTPNet(num_classes, model_config.num_frames, depth=model_config.depth,
-                 transformer_depth=cfg.transformer_depth, heads=cfg.heads,
-                 dim_head=cfg.dim_head, mlp_dim=cfg.mlp_dim,
-                 dtype=registry.compute_dtype(model_config.dtype), rngs=rngs)
+  model = LSTPNet(num_classes, model_config.num_frames, depth=model_config.depth,
+                  transformer_depth=cfg.transformer_depth, heads=cfg.heads,
+                  dim_head=cfg.dim_head, mlp_dim=cfg.mlp_dim,
+                  dtype=compute_dtype(model_config.dtype), rngs=rngs)
+  return drop_head(model) if headless else model

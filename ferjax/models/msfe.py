@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from ferjax.models import registry, resnet, stse, torch_layers
+from ferjax.models import resnet, stse, torch_layers
+from ferjax.models.dtypes import compute_dtype
 
 ATTENTION_VARIANTS = ("scaled", "danet", "se")
 
@@ -107,6 +108,7 @@ class MultiscaleNetwork(nnx.Module):
     self.embed = torch_layers.linear(branch_dim * len(self.taps), embed_dim, dtype=dtype,
                                      rngs=rngs)
     self.embed_bn = resnet.batch_norm(embed_dim, dtype, rngs)
+    self.num_features = embed_dim
     self.fc = None if num_classes is None else torch_layers.linear(
         embed_dim, num_classes, dtype=dtype, rngs=rngs)
 
@@ -121,10 +123,11 @@ class MultiscaleNetwork(nnx.Module):
 
 
 def from_config(model_config: ml_collections.ConfigDict, num_classes: int, *,
-                rngs: nnx.Rngs) -> MultiscaleNetwork:
+                headless: bool = False, rngs: nnx.Rngs) -> MultiscaleNetwork:
   """Builds the network from `config.model` (`depth`, `dtype`, `msfe.*`)."""
   msfe = model_config.msfe
-  return MultiscaleNetwork(num_classes, depth=model_config.depth, taps=tuple(msfe.taps),
+  model = MultiscaleNetwork(num_classes, depth=model_config.depth, taps=tuple(msfe.taps),
                            attention=msfe.attention, reduction=msfe.reduction,
                            branch_dim=msfe.branch_dim, embed_dim=msfe.embed_dim,
-                           dtype=registry.compute_dtype(model_config.dtype), rngs=rngs)
+                            dtype=compute_dtype(model_config.dtype), rngs=rngs)
+  return resnet.drop_head(model) if headless else model

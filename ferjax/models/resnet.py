@@ -22,9 +22,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from ferjax.models import init, small_map_conv
+from ferjax.models.dtypes import compute_dtype
 
 BlockHook = Callable[[int, int, int, nnx.Rngs], nnx.Module | None]
 
@@ -206,3 +208,23 @@ class ResNet(nnx.Module):
     if self.fc is not None:
       outputs["logits"] = self.fc(features)
     return outputs
+
+
+def drop_head(model: nnx.Module) -> nnx.Module:
+  """`model` without its classifier `fc`: it then returns `features` and no `logits`.
+
+  Every `from_config(..., headless=True)` builds the head and then drops it, so
+  a headless model draws the same random keys as a headed one and the modules
+  built after it from the same `nnx.Rngs` (AEA's classifier, the objective's
+  centers) start from the same values for a given seed.
+  """
+  model.fc = None
+  return model
+
+
+def from_config(model_config: ml_collections.ConfigDict, num_classes: int, *,
+                headless: bool = False, rngs: nnx.Rngs) -> ResNet:
+  """The plain torchvision-layout ResNet classifier (model name 'resnet')."""
+  model = ResNet(model_config.depth, num_classes,
+                 dtype=compute_dtype(model_config.dtype), rngs=rngs)
+  return drop_head(model) if headless else model

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from ferjax.models.registry import compute_dtype
-from ferjax.models.resnet import BlockHook, ResNet, batch_norm
+from ferjax.models.dtypes import compute_dtype
+from ferjax.models.resnet import BlockHook, ResNet, batch_norm, drop_head
 
 GAP_INPUTS = ("abs_then_mean", "mean_then_abs")
 MODES = ("stse", "drsn_cw", "se")
@@ -167,7 +167,7 @@ def residual_attention(*, mode: str = "stse", stages: Sequence[int] = (1, 2, 3, 
 
 
 def from_config(model_config: ml_collections.ConfigDict, num_classes: int, *,
-                rngs: nnx.Rngs) -> ResNet:
+                headless: bool = False, rngs: nnx.Rngs) -> ResNet:
   """`config.model.name == "stse_resnet"`: a ResNet-`depth` with ST-SE blocks.
 
   Reads `model_config.depth`, `model_config.dtype` and `model_config.stse.*`
@@ -182,5 +182,6 @@ def from_config(model_config: ml_collections.ConfigDict, num_classes: int, *,
                               gap_input=cfg.gap_input, excitation_bn=cfg.excitation_bn,
                               excitation_bias=cfg.excitation_bias, rescale=cfg.rescale,
                               dtype=dtype)
-  return ResNet(model_config.depth, num_classes, residual_attention=hook, dtype=dtype,
-                rngs=rngs)
+  model = ResNet(model_config.depth, num_classes, residual_attention=hook, dtype=dtype,
+                 rngs=rngs)
+  return drop_head(model) if headless else model

@@ -23,6 +23,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from ferjax.objectives import registry as objective_registry
 from ferjax.objectives.cross_entropy import masked_mean
 
 VARIANTS = ("margin", "intra_inter")
@@ -149,12 +150,13 @@ class CenterCosine(nnx.Module):
     return outputs["logits"]
 
 
-def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int,
-                feature_dim: int, num_train_examples: int, rngs: nnx.Rngs) -> CenterCosine:
-  """Builds the objective from `config.objective.ccl.*`."""
-  del num_train_examples
+def from_config(objective_config: ml_collections.ConfigDict,
+                context: objective_registry.TrainContext, *,
+                rngs: nnx.Rngs) -> CenterCosine:
+  """Builds the objective from `config.objective.ccl.*` and the context's K and D."""
   ccl = objective_config.ccl
-  return CenterCosine(num_classes, feature_dim, variant=ccl.variant, scale=ccl.scale,
+  return CenterCosine(context.num_classes, context.feature_dim, variant=ccl.variant,
+                      scale=ccl.scale,
                       margin=ccl.margin, weight=ccl.weight, pull_weight=ccl.pull_weight,
                       inter_weight=ccl.inter_weight, use_ce_head=ccl.use_ce_head,
                       center_update=ccl.center_update, ema_rate=ccl.ema_rate,

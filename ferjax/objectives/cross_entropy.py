@@ -6,6 +6,8 @@ import ml_collections
 import optax
 from flax import nnx
 
+from ferjax.objectives import registry as objective_registry
+
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean of `values` [B] over the rows where `mask` [B] is True (0 if none)."""
@@ -37,7 +39,9 @@ class CrossEntropy(nnx.Module):
     return outputs["logits"]
 
 
-def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int,
-                feature_dim: int, num_train_examples: int, rngs: nnx.Rngs) -> CrossEntropy:
-  del feature_dim, num_train_examples, rngs
-  return CrossEntropy(num_classes, objective_config.get("label_smoothing", 0.0))
+def from_config(objective_config: ml_collections.ConfigDict,
+                context: objective_registry.TrainContext, *,
+                rngs: nnx.Rngs) -> CrossEntropy:
+  """CrossEntropy from `config.objective.label_smoothing` and `context.num_classes`."""
+  del rngs
+  return CrossEntropy(context.num_classes, objective_config.get("label_smoothing", 0.0))

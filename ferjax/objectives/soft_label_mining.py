@@ -30,11 +30,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
+from absl import logging
 from etils import epath
 from flax import nnx
 
 from ferjax.data import labels as labels_lib
+from ferjax.objectives import registry as objective_registry
 
 
 class LabelTable(nnx.Variable):
@@ -83,22 +84,6 @@ def ramp_d(t: jax.Array | int, steps_per_epoch: int, alpha: float, beta: int) ->
   return jnp.where(t <= boundary, 1.0, decaying)
 
 
-def official_cosine_schedule(lr_max: float, lr_min: float, total_steps: int) -> optax.Schedule:
-  """lr(t) = CosLr(max(t-1, 0)), CosLr(x) = lr_min + (lr_max-lr_min)(1 + cos(pi x/T))/2.
-
-  The reference sets the learning rate after each optimiser step, so steps 0
-  and 1 both run at lr_max; T = `total_steps` = epochs x steps per epoch.
-  """
-  if total_steps <= 0:
-    raise ValueError(f"slm_cosine needs total_steps > 0, got {total_steps}")
-
-  def schedule(count: jax.Array) -> jax.Array:
-    x = jnp.maximum(jnp.asarray(count, jnp.float32) - 1.0, 0.0)
-    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + jnp.cos(jnp.pi * x / total_steps))
-
-  return schedule
-
-
 def _valid_mask(batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
   """(mask [B] float32, true batch size sum(mask), at least 1)."""
   mask = batch["mask"].astype(jnp.float32)
@@ -114,7 +99,7 @@ class SoftLabelMining(nnx.Module):
 
   def __init__(self, train_labels: np.ndarray, num_classes: int, *, steps_per_epoch: int,
                k: float = 5.0, p: float = 0.97, lam: float = 200.0, alpha: float = 1.6,
-               beta: int = 7):
+               beta: int = 7, export: bool = False):
     if steps_per_epoch <= 0:
       raise ValueError(f"SLM needs steps_per_epoch > 0, got {steps_per_epoch}")
     self.num_classes = num_classes
@@ -122,6 +107,7 @@ class SoftLabelMining(nnx.Module):
     self.lam = lam
     self.alpha = alpha
     self.beta = beta
+    self.export = export
     self.table = LabelTable(jnp.asarray(initial_label_logits(train_labels, num_classes, k, p)))
 
   def _rows(self, batch: dict[str, jax.Array]) -> jax.Array:
@@ -159,35 +145,37 @@ class SoftLabelMining(nnx.Module):
   def predict(self, outputs: dict[str, jax.Array]) -> jax.Array:
     return outputs["logits"]
 
+  def on_train_end(self, workdir: str, context: objective_registry.TrainContext) -> None:
+    """With `export`, writes the mined labels to workdir/soft_labels.{npz,csv}.
 
-def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int,
-                feature_dim: int, num_train_examples: int, rngs: nnx.Rngs,
-                train_labels: np.ndarray | None = None,
-                steps_per_epoch: int | None = None) -> SoftLabelMining:
-  """SLM from `config.objective` (`k`, `p`, `lam`, `alpha`, `beta`, `steps_per_epoch`).
+    Every process reads the split's ids so that all reach the shutdown barrier
+    together; only process 0 writes.
+    """
+    if not self.export:
+      return
+    ids, labels = context.ids, context.labels
+    if jax.process_index() > 0:
+      return
+    paths = export_soft_labels(np.asarray(self.table[...]), ids, labels,
+                               epath.Path(workdir) / "soft_labels")
+    logging.info("Mined soft labels written to %s", ", ".join(paths))
 
-  Args:
-    train_labels: `[N]` hard labels of the train split by record position
-      (entry i belongs to `batch["index"] == i`; -1 for filtered records).
-    steps_per_epoch: n_s of the training loop (ceil(N/B) without
-      drop_remainder); a positive `objective.steps_per_epoch` overrides it.
+
+def from_config(objective_config: ml_collections.ConfigDict,
+                context: objective_registry.TrainContext, *, rngs: nnx.Rngs) -> SoftLabelMining:
+  """SLM from `config.objective` (`k`, `p`, `lam`, `alpha`, `beta`, `steps_per_epoch`,
+  `export_soft_labels`) and the train split's hard labels `context.labels`.
+
+  n_s is the loop's `context.steps_per_epoch` (ceil(N/B) without
+  drop_remainder) unless a positive `objective.steps_per_epoch` overrides it.
   """
-  del feature_dim, rngs
-  if train_labels is None:
-    raise ValueError("objective 'soft_label_mining' needs train_labels=[N] hard labels of the "
-                     "train split (build_objective(..., train_labels=...))")
-  if len(train_labels) != num_train_examples:
-    raise ValueError(f"soft_label_mining: {len(train_labels)} train labels for "
-                     f"{num_train_examples} train examples")
-  steps_per_epoch = objective_config.get("steps_per_epoch", 0) or steps_per_epoch
-  if not steps_per_epoch:
-    raise ValueError("soft_label_mining needs steps_per_epoch: set "
-                     "config.objective.steps_per_epoch or pass build_objective(..., "
-                     "steps_per_epoch=...)")
+  del rngs
+  steps_per_epoch = objective_config.get("steps_per_epoch", 0) or context.steps_per_epoch
   return SoftLabelMining(
-      np.asarray(train_labels), num_classes, steps_per_epoch=int(steps_per_epoch),
+      context.labels, context.num_classes, steps_per_epoch=int(steps_per_epoch),
       k=objective_config.k, p=objective_config.p, lam=objective_config.lam,
-      alpha=objective_config.alpha, beta=objective_config.beta)
+      alpha=objective_config.alpha, beta=objective_config.beta,
+      export=objective_config.get("export_soft_labels", False))
 
 
 def export_soft_labels(table: np.ndarray, ids: Sequence[str], labels: np.ndarray,

@@ -2,7 +2,7 @@
 
 Computed on host from the eval split's per-example predictions, labels and
 pose metadata (degrees), as in the per-view reports of the ST-SE paper's
-BU-3DFE / Multi-PIE protocols (shared/specs/stse.md §4.4). Buckets are
+BU-3DFE / Multi-PIE protocols. Buckets are
 half-open [e_i, e_{i+1}) with the last one closed; edges that are all >= 0
 bucket the absolute angle |yaw|. For datasets with discrete views, edges at
 the midpoints between views give per-view accuracy.
@@ -11,7 +11,9 @@ the midpoints between views give per-view accuracy.
 from collections.abc import Sequence
 
 import matplotlib
+import ml_collections
 import numpy as np
+from etils import epath
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -49,7 +51,7 @@ def bucket_accuracy(correct: np.ndarray, angle: np.ndarray,
   """
   edges = [float(e) for e in edges]
   if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-    raise ValueError(f"pose bucket edges (config.eval_pose_buckets) must be >= 2 strictly "
+    raise ValueError(f"pose bucket edges (config.evals.pose.buckets) must be >= 2 strictly "
                      f"increasing angles, got {tuple(edges)}")
   known = np.isfinite(angle)
   absolute = edges[0] >= 0
@@ -130,3 +132,31 @@ def plot_accuracy_vs_yaw(report: dict, path: str, title: str = "") -> None:
     ax.set_title(title)
   fig.tight_layout()
   metrics_lib.save_figure(fig, path, dpi=120)
+
+
+class PoseBuckets:
+  """Accuracy per yaw/pitch bucket of the eval split (`pose` in the result) and its plot.
+
+  Reported at the last evaluation; needs the `yaw` metadata
+  (`config.dataset.metadata`), `pitch` when present.
+  """
+
+  needs = ("yaw",)
+
+  def __init__(self, buckets: Sequence[float]):
+    self.buckets = tuple(buckets)
+    bucket_accuracy(np.zeros(0, bool), np.zeros(0), self.buckets)  # Checks the edges now.
+
+  def __call__(self, context, predictions: dict[str, np.ndarray]) -> dict:
+    if not context.final:
+      return {}
+    report = pose_report(predictions["prediction"], predictions["label"], predictions["yaw"],
+                         predictions.get("pitch"), self.buckets)
+    if context.is_writer:
+      plot_accuracy_vs_yaw(report, str(epath.Path(context.workdir) / "accuracy_vs_yaw.png"))
+    return {"pose": report}
+
+
+def from_config(settings: ml_collections.ConfigDict) -> PoseBuckets:
+  """`config.evals.pose.buckets`: yaw bucket edges in degrees."""
+  return PoseBuckets(settings.buckets)

@@ -8,7 +8,9 @@ with `labels [N]` and only valid (unpadded) examples passed in.
 from collections.abc import Sequence
 
 import matplotlib
+import ml_collections
 import numpy as np
+from etils import epath
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -115,3 +117,27 @@ def plot_embeddings(features: np.ndarray, labels: np.ndarray, class_names: Seque
   ax.set_title(title or f"embeddings ({method}, L2-normalised)")
   fig.tight_layout()
   metrics_lib.save_figure(fig, path, dpi=100)
+
+
+class EmbeddingGeometry:
+  """Within/between-class cosine of the eval split's `features` (`embedding`) and a 2-D plot.
+
+  Reported at the last evaluation.
+  """
+
+  needs = ("features",)
+
+  def __call__(self, context, predictions: dict[str, np.ndarray]) -> dict:
+    if not context.final:
+      return {}
+    features, labels = predictions["features"], predictions["label"]
+    report = embedding_report(features, labels, context.class_names)
+    if context.is_writer:
+      plot_embeddings(features, labels, context.class_names,
+                      str(epath.Path(context.workdir) / "embeddings.png"))
+    return {"embedding": report}
+
+
+def from_config(settings: ml_collections.ConfigDict) -> EmbeddingGeometry:
+  del settings  # No settings.
+  return EmbeddingGeometry()

@@ -1,1 +1,0 @@
-"""Evaluation diagnostics computed on host from the collected eval outputs."""

@@ -1,0 +1,1 @@
+"""Evaluator plug-ins chosen by `config.evals`; `ferjax.evaluate` runs them."""

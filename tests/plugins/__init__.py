@@ -1,0 +1,1 @@
+"""A method added from outside ferjax: an objective and an evaluator plug-in."""
