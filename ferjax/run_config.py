@@ -335,6 +335,15 @@ def _resolve_paths(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f"config.init_from={config.init_from}: {init_from.ACCEPTED}")
 
 
+def check_batch_fits(config: ml_collections.ConfigDict, num_train_examples: int) -> None:
+  """Refuses a global batch larger than the training split (known once it is opened)."""
+  if config.batch_size > num_train_examples:
+    raise errors.UserError(
+        f"config.batch_size={config.batch_size} is larger than the {num_train_examples} "
+        f"training examples of {config.dataset.name}:{config.dataset.train_split} (after "
+        "the config's filters); lower config.batch_size")
+
+
 def ranking_value(eval_metrics: dict, best_metric: str) -> float:
   """The value of `best_metric` (one of RANKING_METRICS) in an evaluation's metrics."""
   if best_metric == "war_plus_uar":
