@@ -37,5 +37,6 @@ def absolute(path: str, name: str, *, directory: bool = True) -> str:
   while parent and not os.path.exists(parent):
     parent = os.path.dirname(parent)
   if parent and not os.path.isdir(parent):
-    raise errors.UserError(f"{name}={path}: {parent} is a file, not a directory")
+    raise errors.UserError(f"{name}={path} is not writable: {parent} is a file, not a "
+                           "directory")
   return resolved

@@ -180,7 +180,7 @@ def test_paths_absolute(tmp_path, monkeypatch):
     with pytest.raises(errors.UserError, match="--workdir is empty"):
       paths.absolute(empty, "--workdir")
   (tmp_path / "f").write_text("")
-  with pytest.raises(errors.UserError, match=r"--workdir=f/x: .*/f is a file, not a directory"):
+  with pytest.raises(errors.UserError, match=r"--workdir=f/x is not writable: .*/f is a file, not a"):
     paths.absolute("f/x", "--workdir")
   with pytest.raises(errors.UserError, match="--workdir=f is a file, not a directory"):
     paths.absolute("f", "--workdir")
