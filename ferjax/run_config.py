@@ -241,7 +241,7 @@ def _leaves(tree, prefix: str = "") -> dict:
 
 
 def _config_leaves(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """{dotted field: value}, references resolved; empty mappings kept as {} leaves."""
+  """{dotted field: value}, references resolved; empty mappings have no leaves."""
   return _leaves(config.to_dict())
 
 
@@ -268,10 +268,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   values = _config_leaves(config)
   for key, value in values.items():
     rule = _rule_for(key)
-    if rule is None and value != {}:
+    if rule is None:
       raise errors.UserError(f"config.{key} is not a field ferjax reads "
                              "(configs/default.py lists them); remove it")
-    if rule is not None and not rule.accepts(value):
+    if not rule.accepts(value):
       raise errors.UserError(f"config.{key} must be {rule.expects}, got {value!r}")
   needed = [key for key, rule in SCHEMA.items() if rule.required and "*" not in key]
   for (switch, chosen), keys in NEEDED_BY.items():
@@ -362,7 +362,7 @@ def optimizer_state_layout(leaves: dict[str, Any]) -> dict[str, bool]:
   if leaves["optimizer.name"] == "sgd":
     layout["optimizer.momentum"] = leaves["optimizer.momentum"] > 0
   for key, value in leaves.items():
-    if key.startswith("optimizer.lr_multipliers.") and value != {}:
+    if key.startswith("optimizer.lr_multipliers."):
       layout[key] = value != 1.0
   return layout
 
