@@ -240,7 +240,7 @@ def _leaves(tree, prefix: str = "") -> dict:
   return flat
 
 
-def _config_leaves(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def flatten(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """{dotted field: value}, references resolved; empty mappings have no leaves."""
   return _leaves(config.to_dict())
 
@@ -265,7 +265,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(config, ml_collections.ConfigDict):
     raise errors.UserError(f"the config is a {type(config).__name__}, not an "
                            "ml_collections.ConfigDict (get_config() must return one)")
-  values = _config_leaves(config)
+  values = flatten(config)
   for key, value in values.items():
     rule = _rule_for(key)
     if rule is None:
