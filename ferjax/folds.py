@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from ferjax import distributed, errors, metrics as metrics_lib
+from ferjax import distributed, errors, metrics as metrics_lib, paths, run_config
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.",
@@ -157,9 +157,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     folds = _parse_folds(FLAGS.folds)
+    workdir = paths.absolute(FLAGS.workdir, "--workdir")
     if not FLAGS.aggregate_only:
+      run_config.validate(FLAGS.config)
       distributed.initialize_from_flags()
-      run_folds(FLAGS.config, FLAGS.workdir, folds)
+      run_folds(FLAGS.config, workdir, folds)
   except errors.UserError as e:
     errors.exit_with(e)
   except errors.Preempted as e:
@@ -168,7 +170,7 @@ def main(argv):
   if jax.process_index() > 0:
     return
   try:
-    summary = aggregate(FLAGS.workdir, folds)
+    summary = aggregate(workdir, folds)
   except (FileNotFoundError, ValueError) as e:  # a missing or malformed final_metrics.json
     errors.exit_with(e)
   print(format_table(summary))

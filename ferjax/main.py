@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ferjax import distributed, errors, train
+from ferjax import distributed, errors, paths, run_config
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.",
@@ -28,12 +28,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    distributed.initialize_from_flags()
     config = FLAGS.config
+    run_config.validate(config)
+    workdir = paths.absolute(FLAGS.workdir, "--workdir")
     if config.eval_only:
-      train.evaluate(config, FLAGS.workdir)
+      run_config.check_evaluable(config, workdir)
     else:
-      train.train_and_evaluate(config, FLAGS.workdir)
+      run_config.check_resumable(config, workdir)
+    distributed.initialize_from_flags()
+    # Imported after the checks: ferjax.train pulls in TensorFlow (seconds).
+    from ferjax import train  # pylint: disable=g-import-not-at-top
+    if config.eval_only:
+      train.evaluate(config, workdir)
+    else:
+      train.train_and_evaluate(config, workdir)
   except errors.UserError as e:
     logging.flush()
     errors.exit_with(e)

@@ -106,7 +106,7 @@ class Experiment:
   """Everything a run needs, built from the config: data, model, optimizer, state."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    run_config.check_run_settings(config)
+    run_config.validate(config)
     self.config = config
     self.workdir = workdir
     self.mesh = sharding.make_mesh()
@@ -117,6 +117,7 @@ class Experiment:
                                f"{num_devices} devices")
     data = config.dataset
     self.train_split = pipeline.open_split(data, data.train_split, train=True)
+    run_config.check_batch_fits(config, len(self.train_split))
     self.class_names = self.train_split.class_names
     self.num_classes = data.num_classes
     self.drop_remainder = config.train_drop_remainder
@@ -268,7 +269,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = experiment.state
   iterator = experiment.train_iterator()
   if start_step:
-    state = experiment.restore(checkpointer, start_step, iterator)
+    # Past a (lowered) num_epochs the stream has no position to restore: only re-evaluate.
+    state = experiment.restore(checkpointer, start_step,
+                               iterator if start_step < experiment.num_train_steps else None)
     experiment.state = state  # Frees the initial state's device memory.
     logging.info("Resumed from step %d.", start_step)
   runner = experiment.make_runner()
@@ -346,6 +349,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise errors.UserError("config.eval_checkpoint must be 'latest' or 'best', got "
                            f"{config.eval_checkpoint!r}")
   _check_workdir(workdir)
+  run_config.check_evaluable(config, workdir)
   checkpoint_dir = epath.Path(workdir) / "checkpoints"
   if not checkpointing.saved_steps(str(checkpoint_dir)):
     if not config.init_from:

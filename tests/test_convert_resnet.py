@@ -227,8 +227,9 @@ def test_cli_errors(tmp_path, resnet18_file):
   result = subprocess.run([sys.executable, "-m", "ferjax.convert", "--arch=resnet18",
                            "--src=/nonexistent/r18.pth", f"--dst={tmp_path / 'd'}"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1] == "error: /nonexistent/r18.pth: no such file"
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == ("ferjax: error: /nonexistent/r18.pth: "
+                                                    "no such file")
 
 
 def test_bad_files(tmp_path, monkeypatch, resnet18_file):

@@ -9,6 +9,7 @@ import types
 import ml_collections
 import pytest
 
+from configs import lstpnet
 import ferjax
 from ferjax import errors, folds
 
@@ -105,7 +106,7 @@ def test_preempted_fold_exits_143_for_the_launcher_to_rerun(tmp_path, monkeypatc
     raise errors.Preempted("stopped by SIGTERM at step 7; checkpoint saved")
 
   monkeypatch.setattr(folds, "FLAGS", types.SimpleNamespace(
-      folds=["1"], aggregate_only=False, config=None, workdir=str(tmp_path)))
+      folds=["1"], aggregate_only=False, config=lstpnet.get_config(), workdir=str(tmp_path)))
   monkeypatch.setattr(folds.distributed, "initialize_from_flags", lambda: None)
   monkeypatch.setattr(folds, "run_folds", preempted)
   with pytest.raises(SystemExit) as exit_info:

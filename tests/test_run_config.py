@@ -20,15 +20,38 @@ def _config(**overrides):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("log_every_steps", 0, "config.log_every_steps must be at least 1, got 0"),
-    ("eval_every_epochs", 0, "config.eval_every_epochs must be at least 1"),
-    ("checkpoint_every_steps", -5, "config.checkpoint_every_steps must be at least 1"),
-    ("keep_checkpoints", 0, "config.keep_checkpoints must be at least 1"),
-    ("best_metric", "acc", "config.best_metric must be one of war, uar, war_plus_uar, got"),
+    ("log_every_steps", 0, "config.log_every_steps must be an integer >= 1, got 0"),
+    ("eval_every_epochs", 0, "config.eval_every_epochs must be an integer >= 1"),
+    ("checkpoint_every_steps", -5, "config.checkpoint_every_steps must be an integer >= 1"),
+    ("keep_checkpoints", 0, "config.keep_checkpoints must be an integer >= 1"),
+    ("best_metric", "acc", "config.best_metric must be one of 'war', 'uar', 'war_plus_uar', got"),
 ])
 def test_bad_loop_settings_fail_before_training(key, value, message):
   with pytest.raises(errors.UserError, match=message):
-    run_config.check_run_settings(_config(**{key: value}))
+    run_config.validate(_config(**{key: value}))
+
+
+def test_rules_describe_and_check_ranges():
+  assert run_config.integer(1).accepts(1) and not run_config.integer(1).accepts(0)
+  assert not run_config.integer(0).accepts(True)   # a bool is not a count
+  probability = run_config.PROBABILITY
+  assert probability.expects == "a number in [0.0, 1.0]"
+  assert probability.accepts(0) and probability.accepts(1.0) and not probability.accepts(1.01)
+  half_open = run_config.number(0.0, 1.0, open_high=True)
+  assert half_open.expects == "a number in [0.0, 1.0)" and not half_open.accepts(1.0)
+  positive = run_config.number(positive=True)
+  assert positive.expects == "a number > 0.0" and not positive.accepts(0.0)
+  assert not positive.accepts(float("inf"))
+  triple = run_config.sequence(run_config.number(), 3)
+  assert triple.accepts((0.5, 0.5, 0.5)) and triple.accepts([1, 2, 3])
+  assert not triple.accepts((0.5, 0.5)) and not triple.accepts("abc")
+
+
+def test_batch_larger_than_the_training_split_is_refused():
+  run_config.check_batch_fits(_config(batch_size=64), 64)
+  with pytest.raises(errors.UserError, match=r"config.batch_size=65 is larger than the 64 "
+                                             r"training examples of synthetic_fer/images:train"):
+    run_config.check_batch_fits(_config(batch_size=65), 64)
 
 
 def test_ranking_values():

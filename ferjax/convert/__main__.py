@@ -8,11 +8,10 @@ checked against the ferjax model of `--arch` (with `--num_classes` outputs,
 default: the checkpoint's own head); only the arrays that match are saved.
 """
 
-import sys
-
 from absl import app, flags, logging
 from flax import nnx
 
+from ferjax import errors, paths
 from ferjax.convert import saved
 from ferjax.convert.init_from import convert_torch, torch_family
 from ferjax.convert.state import Converted, match
@@ -79,10 +78,13 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every step of a save at INFO.
   try:
-    convert(_ARCH.value, _SRC.value, _DST.value, num_classes=_NUM_CLASSES.value,
+    # Orbax saves only to absolute paths; bash leaves `~` after `--dst=` as it is.
+    src = paths.absolute(_SRC.value, "--src", directory=False)
+    dst = paths.absolute(_DST.value, "--dst")
+    convert(_ARCH.value, src, dst, num_classes=_NUM_CLASSES.value,
             class_order=_CLASS_ORDER.value, partial=_PARTIAL.value, verbose=_VERBOSE.value)
-  except (FileNotFoundError, ImportError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  except (errors.UserError, FileNotFoundError, ImportError, ValueError) as e:
+    errors.exit_with(e)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ from ferjax.convert.families import module_path
 from ferjax.convert.state import Converted, LoadReport, load_converted
 from ferjax.convert.torch_file import read_state_dict
 
+# File names read as PyTorch weights (torch.save); any other file is refused.
+PYTORCH_SUFFIXES = (".pth", ".pt", ".pth.tar")
+ACCEPTED = ("init_from takes a ferjax workdir or one of its checkpoints/STEP directories, a "
+            "directory written by `python -m ferjax.convert`, or a PyTorch weights file "
+            f"({', '.join(PYTORCH_SUFFIXES)})")
+
+
 def torch_family(state_dict: Mapping[str, np.ndarray]) -> str:
   """'lstpnet' for the official LSTPNet key layout, else 'resnet' (torchvision)."""
   if any(key.startswith(torch_lstpnet.KEY_PREFIXES) for key in state_dict):
@@ -71,6 +78,8 @@ def load_init(model: nnx.Module, path: str, *, partial: bool,
     converted = from_run.read_run(*run)
   elif epath.Path(path).is_dir():
     converted = saved.read_converted(path)
+  elif epath.Path(path).exists() and not path.endswith(PYTORCH_SUFFIXES):
+    raise ValueError(f"{path}: {ACCEPTED}")
   else:
     converted = convert_torch(read_state_dict(path), source=path, class_order=class_order)
   root = module_path(model, converted.family)
