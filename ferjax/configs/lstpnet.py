@@ -13,6 +13,8 @@ Variants (ARG, comma-separated):
   afew                    AFEW 7.0 (Val is the test set), fine-tuned from a DFEW model;
   synthetic               synthetic_fer/clips, CPU-sized run (see `_synthetic`);
   synthetic_window        synthetic_fer/clips_window (expression in a 2-4 frame window);
+  smoke                   synthetic_fer/clips_smoke, a small LSTPNet from scratch, under
+                          a minute on a CPU (see `_smoke`);
   baseline                the frame-average ResNet-18 instead of LSTPNet, same data/recipe.
 
 Real data follow LSTPNet's pipeline (spec §7): 8 segments x 2 frames = 16
@@ -34,7 +36,7 @@ from ferjax.configs import default
 from ferjax.config_args import parse_arg
 
 REAL = ("ferv39k", "afew")
-SYNTHETIC = ("synthetic", "synthetic_window")
+SYNTHETIC = ("synthetic", "synthetic_window", "smoke")
 
 
 def _lstpnet_fields() -> ml_collections.ConfigDict:
@@ -50,7 +52,7 @@ def _lstpnet_fields() -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """LSTPNet (or, with `baseline`, the frame-average ResNet-18) on the chosen clips."""
   args = parse_arg(arg, fold=1, ferv39k=False, afew=False, synthetic=False,
-                   synthetic_window=False, baseline=False)
+                   synthetic_window=False, smoke=False, baseline=False)
   chosen = [name for name in REAL + SYNTHETIC if args[name]]
   if len(chosen) > 1:
     raise ValueError(f"configs/lstpnet.py: pick one dataset of {REAL + SYNTHETIC}, got {chosen}")
@@ -104,6 +106,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.name = "afew/official"
     config.optimizer.learning_rate = 0.001
     config.num_epochs = 20
+  elif dataset == "smoke":
+    _smoke(config)
   else:
     _synthetic(config, windowed=dataset == "synthetic_window")
   # The model needs T explicitly (TCE and LSTformer work per clip); a reference,
@@ -138,3 +142,25 @@ def _synthetic(config: ml_collections.ConfigDict, *, windowed: bool) -> None:
   config.schedule.warmup_epochs = 0.25
   config.log_every_steps = 25
   config.checkpoint_every_steps = 200
+
+
+def _smoke(config: ml_collections.ConfigDict) -> None:
+  """`default.smoke` for clips: 4 frames of 32x32 from synthetic_fer/clips_smoke.
+
+  From scratch, with a smaller LSTformer (1 layer, 4 heads of 32, MLP 512):
+  a check that LSTPNet trains end to end, not a result.
+  """
+  default.smoke(config)
+  config.dataset.name = "synthetic_fer/clips_smoke"
+  config.dataset.kind = "clip"
+  config.input.num_frames = 4
+  config.input.num_segments = 4                  # one frame per 2-frame segment of 8
+  config.input.resize_size = 32
+  config.input.train_crop = "none"
+  config.model.lstpnet.transformer_depth = 1
+  config.model.lstpnet.heads = 4
+  config.model.lstpnet.dim_head = 32
+  config.model.lstpnet.mlp_dim = 512
+  config.batch_size = 16
+  config.eval_batch_size = 100
+  config.num_epochs = config.eval_every_epochs = 4

@@ -2,6 +2,7 @@
 
 Spec `shared/specs/msfe.md`. Variants (`--config=configs/msfe.py:ARG`):
   rafdb (default) | affectnet | affectnet,classes=8 | ferplus | synthetic
+  smoke: synthetic_fer/images_smoke, under a minute on a CPU (`default.smoke`);
   ce:  plain cross-entropy instead of CE + center cosine loss, same budget;
   ran: also evaluate on RAN's pose >30 / >45 and occlusion test subsets
        (real datasets built with the RAN lists).
@@ -15,14 +16,14 @@ import ml_collections
 from ferjax.configs import default
 from ferjax.config_args import parse_arg
 
-DATASETS = ("rafdb", "affectnet", "ferplus", "synthetic")
-DEFAULT_CLASSES = {"rafdb": 7, "affectnet": 7, "ferplus": 8, "synthetic": 7}
+DATASETS = ("rafdb", "affectnet", "ferplus", "synthetic", "smoke")
+DEFAULT_CLASSES = {"rafdb": 7, "affectnet": 7, "ferplus": 8, "synthetic": 7, "smoke": 7}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The MSFE config for the dataset named in ARG."""
   args = parse_arg(arg, rafdb=False, affectnet=False, ferplus=False, synthetic=False,
-                   classes=0, ce=False, ran=False)
+                   smoke=False, classes=0, ce=False, ran=False)
   chosen = [name for name in DATASETS if args[name]]
   if len(chosen) > 1:
     raise ValueError(f"configs/msfe.py: pick one dataset of {DATASETS}, got {chosen}")
@@ -36,10 +37,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config()
   config.dataset.name = {"rafdb": "rafdb", "affectnet": "affectnet/csv",
                          "ferplus": "ferplus/label_csv_majority",
-                         "synthetic": "synthetic_fer/images"}[dataset]
+                         "synthetic": "synthetic_fer/images",
+                         "smoke": "synthetic_fer/images_smoke"}[dataset]
   config.dataset.num_classes = num_classes
   if args.ran:
-    if dataset == "synthetic":
+    if dataset in ("synthetic", "smoke"):
       raise ValueError("configs/msfe.py: ran needs a real dataset (rafdb, affectnet, ferplus)")
     config.dataset.extra_eval_splits = ("test_pose30", "test_pose45", "test_occlusion")
   config.input.image_size = 224
@@ -91,4 +93,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = 4
     config.eval_batch_size = 250
     config.log_every_steps = 25
+  if dataset == "smoke":
+    default.smoke(config)
   return config

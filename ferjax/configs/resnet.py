@@ -1,11 +1,12 @@
 r"""Baseline ResNet classifier (cross-entropy) on images.
 
+  python -m ferjax.main --config=resnet:smoke --workdir=/tmp/smoke     # < 1 min, CPU
   python -m ferjax.main --config=configs/resnet.py:synthetic --workdir=/tmp/run
   python -m ferjax.main --config=configs/resnet.py:rafdb,depth=50 --workdir=DIR \
       --config.init_from=/path/resnet50_imagenet
 
-Variants (ARG, comma-separated): synthetic | rafdb | affectnet | ferplus | sfew,
-depth=18|34|50, classes=7|8 (AffectNet/FERPlus).
+Variants (ARG, comma-separated): smoke | synthetic | rafdb | affectnet | ferplus |
+sfew, depth=18|34|50, classes=7|8 (AffectNet/FERPlus).
 """
 
 from ferjax.configs import default
@@ -14,10 +15,13 @@ from ferjax import config_args
 
 def get_config(arg: str | None = None):
   """ResNet baseline; `synthetic` is the quickstart (CPU, a few minutes)."""
-  arg = config_args.parse_arg(arg, synthetic=False, rafdb=False, affectnet=False,
+  arg = config_args.parse_arg(arg, smoke=False, synthetic=False, rafdb=False, affectnet=False,
                               ferplus=False, sfew=False, depth=18, classes=7)
   config = default.get_config()
   config.model.depth = arg.depth
+  if arg.smoke:
+    default.smoke(config)
+    return config
 
   if arg.synthetic:
     config.dataset.name = "synthetic_fer/images"
@@ -53,6 +57,6 @@ def get_config(arg: str | None = None):
     config.dataset.name = "sfew"
     config.dataset.eval_split = "validation"
   else:
-    raise ValueError("configs/resnet.py needs a dataset: :synthetic, :rafdb, :affectnet, "
-                     ":ferplus or :sfew")
+    raise ValueError("configs/resnet.py needs a dataset: :smoke, :synthetic, :rafdb, "
+                     ":affectnet, :ferplus or :sfew")
   return config

@@ -10,10 +10,13 @@ in file order. The last train batch of each epoch is kept (padded, masked).
   python -m ferjax.main --config=configs/slm_aea.py:rafdb --workdir=DIR \
       --config.init_from=/path/resnet18-f37072fd.pth
   python -m ferjax.main --config=configs/slm_aea.py:synthetic --workdir=/tmp/slm
+  python -m ferjax.main --config=slm_aea:smoke --workdir=/tmp/slm_smoke   # < 1 min
 
 Variants (ARG, comma-separated):
   rafdb | affectnet | sfew | synthetic   the dataset (AffectNet and SFEW are not
                      in the official code: the RAF-DB recipe is carried over);
+  smoke              synthetic_fer/images_smoke (clean labels), under a minute
+                     on a CPU (`default.smoke`);
   classes=7|8        AffectNet's label space (default 8);
   backbone=resnet|stse_resnet|msfe, depth=18|34|50   AEA goes on any backbone;
   aea=false          SLM alone (plain ResNet head);
@@ -30,7 +33,7 @@ import ml_collections
 from ferjax.configs import default
 from ferjax.config_args import parse_arg
 
-DATASETS = ("rafdb", "affectnet", "sfew", "synthetic")
+DATASETS = ("rafdb", "affectnet", "sfew", "synthetic", "smoke")
 BACKBONES = ("resnet", "stse_resnet", "msfe")
 
 
@@ -48,7 +51,7 @@ def _msfe_fields() -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """SLM-AEA for the dataset named in ARG (see the module docstring)."""
   args = parse_arg(arg, rafdb=False, affectnet=False, sfew=False, synthetic=False,
-                   classes=8, backbone="resnet", depth=18, aea=True, slm=True, ce=False)
+                   smoke=False, classes=8, backbone="resnet", depth=18, aea=True, slm=True, ce=False)
   chosen = [name for name in DATASETS if args[name]]
   if len(chosen) != 1:
     raise ValueError(f"configs/slm_aea.py: pick one dataset of {DATASETS}, got {chosen or 'none'}")
@@ -105,6 +108,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif dataset == "sfew":
     config.dataset.name = "sfew"
     config.dataset.eval_split = "validation"
+  elif dataset == "smoke":
+    default.smoke(config)
+    if config.objective.name == "soft_label_mining":
+      config.objective.beta = 1   # the ramps' jump, scaled to the 2 epochs
   else:
     # 30% of the training labels flipped; test labels are clean. From scratch
     # and CPU-sized (about 5 minutes on 2 cores): 64x64 crops of 72x72

@@ -8,6 +8,8 @@ Spec `shared/specs/stse.md`. Variants (`--config=configs/stse_resnet50.py:ARG`):
   multipie           Multi-PIE native 6 classes, 7 poses, fold=1..5;
   synthetic          synthetic_fer/images_pose (uniform yaw), a CPU-sized
                      ResNet-18 with ST-SE at 64x64 for 5 epochs;
+  smoke              ST-SE ResNet-18 on synthetic_fer/images_smoke, under a
+                     minute on a CPU (`default.smoke`);
   plain              ST-SE off (the plain ResNet), same budget.
 Real datasets use the assumed recipe of spec §3 (the paper's is unknown):
 ImageNet ResNet-50 (`--config.init_from=<torchvision resnet50 .pth>`; the
@@ -21,7 +23,7 @@ import ml_collections
 from ferjax.configs import default
 from ferjax.config_args import parse_arg
 
-DATASETS = ("rafdb", "pose_rafdb", "pose_affectnet", "bu3dfe", "multipie", "synthetic")
+DATASETS = ("rafdb", "pose_rafdb", "pose_affectnet", "bu3dfe", "multipie", "synthetic", "smoke")
 # 15-degree buckets of signed yaw; BU-3DFE P1 views are 0..90 (|yaw| buckets
 # whose edges sit between its views); Multi-PIE's 7 views 0, ±15, ±30, ±45.
 YAW_15 = tuple(range(-90, 91, 15))
@@ -46,7 +48,7 @@ def _stse_fields(enabled: bool) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The ST-SE ResNet config for the dataset named in ARG."""
   args = parse_arg(arg, rafdb=False, pose_rafdb=False, pose_affectnet=False, bu3dfe=False,
-                   multipie=False, synthetic=False, plain=False, protocol="p1", fold=1)
+                   multipie=False, synthetic=False, smoke=False, plain=False, protocol="p1", fold=1)
   chosen = [name for name in DATASETS if args[name]]
   if len(chosen) > 1:
     raise ValueError(f"configs/stse_resnet50.py: pick one dataset of {DATASETS}, got {chosen}")
@@ -124,4 +126,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_epochs = config.get_ref("num_epochs")
     config.log_every_steps = 25
     config.checkpoint_every_steps = 200
+  if dataset == "smoke":
+    default.smoke(config)
   return config
