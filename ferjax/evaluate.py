@@ -18,7 +18,7 @@ from flax import nnx
 from ferjax import metrics as metrics_lib, model_inputs, sharding
 from ferjax.data import pipeline
 
-# AEA's batch-dependence check (slm_aea.md §5 `batch_shuffled`): the eval split
+# AEA's batch-dependence check (docs/methods/slm_aea.md, `batch_shuffled`): the eval split
 # in these seeded random orders, predicted with each eval batch's own mean.
 SHUFFLE_SEEDS = (0, 1, 2, 3, 4)
 

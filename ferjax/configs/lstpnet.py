@@ -1,4 +1,4 @@
-r"""LSTPNet (TCE + LSTformer) for dynamic FER; spec shared/specs/lstpnet.md.
+r"""LSTPNet (TCE + LSTformer) for dynamic FER; design: docs/methods/lstpnet.md.
 
   python -m ferjax.main --config=configs/lstpnet.py --workdir=DIR            # DFEW fold 1
   python -m ferjax.folds --config=configs/lstpnet.py --workdir=DIR           # DFEW folds 1-5
@@ -17,12 +17,12 @@ Variants (ARG, comma-separated):
                           a minute on a CPU (see `_smoke`);
   baseline                the frame-average ResNet-18 instead of LSTPNet, same data/recipe.
 
-Real data follow LSTPNet's pipeline (spec §7): 8 segments x 2 frames = 16
+Real data follow LSTPNet's pipeline ('Data protocol' there): 8 segments x 2 frames = 16
 frames, resized to 224x224 (no crop), one horizontal flip decision per clip,
 pixels in [0, 1] without mean/std normalisation, clips with < 16 frames
 dropped from train and test (`dataset.min_frames=0` for the standard protocol).
 The official code has no training script; the recipe is Former-DFER's
-(main_DFEW.py, which LSTPNet derives from, spec §11): cross-entropy, SGD lr
+(main_DFEW.py, which LSTPNet derives from): cross-entropy, SGD lr
 0.01, momentum 0.9, weight decay 1e-4, lr x0.1 every 40 epochs, 100 epochs,
 batch 32, train batches drop the remainder. The authors selected the epoch with
 the best WAR + UAR on the test split (`best_metric="war_plus_uar"` keeps that
@@ -40,7 +40,7 @@ SYNTHETIC = ("synthetic", "synthetic_window", "smoke")
 
 
 def _lstpnet_fields() -> ml_collections.ConfigDict:
-  """config.model.lstpnet: the LSTformer sizes of spec §4 (the official instantiation)."""
+  """config.model.lstpnet: the LSTformer sizes of the official instantiation."""
   fields = ml_collections.ConfigDict()
   fields.transformer_depth = 2
   fields.heads = 8
@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.depth = 18
   config.model.lstpnet = _lstpnet_fields()
   # Empty: ResNet-18 from scratch. Give a converted MS-Celeb-1M ResNet-18
-  # (resnet18_msceleb.pth, spec §2) to start the backbone as the paper does;
+  # (resnet18_msceleb.pth, docs/checkpoints.md) to start the backbone as the paper does;
   # the conv biases, TCEs, LSTformer and fc stay at PyTorch's default init.
   config.init_from = ""
 
@@ -101,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif dataset == "ferv39k":
     config.dataset.name = "ferv39k/official"
   elif dataset == "afew":
-    # Spec §11: fine-tune the trained DFEW fold-1 model (its converted checkpoint
+    # As Former-DFER: fine-tune the trained DFEW fold-1 model (its converted checkpoint
     # or ferjax workdir as --config.init_from) with lr 0.001 for 20 epochs.
     config.dataset.name = "afew/official"
     config.optimizer.learning_rate = 0.001

@@ -1,12 +1,12 @@
 """MSFE: multiscale ResNet-18 + channel self-attention + center cosine loss.
 
-Spec `shared/specs/msfe.md`. Variants (`--config=configs/msfe.py:ARG`):
+Design decisions: docs/methods/msfe.md. Variants (`--config=msfe:ARG`):
   rafdb (default) | affectnet | affectnet,classes=8 | ferplus | synthetic
   smoke: synthetic_fer/images_smoke, under a minute on a CPU (`default.smoke`);
   ce:  plain cross-entropy instead of CE + center cosine loss, same budget;
   ran: also evaluate on RAN's pose >30 / >45 and occlusion test subsets
        (real datasets built with the RAN lists).
-Real datasets follow spec §5: ResNet-18 (start from the converted MS-Celeb-1M
+Real datasets follow an assumed recipe: ResNet-18 (start from the converted MS-Celeb-1M
 checkpoint with `--config.init_from=...`), 224 crops of 256 resizes, Adam
 1e-4 with L2 1e-4 (not on the centers), batch 64, 40 epochs, lr x0.9 per epoch.
 """
@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.extra_eval_splits = ("test_pose30", "test_pose45", "test_occlusion")
   config.input.image_size = 224
   config.input.resize_size = 256
-  config.input.random_erasing = 0.5            # spec §5: p 0.5, area 0.02-0.25; 0 = off
+  config.input.random_erasing = 0.5            # p 0.5, area 0.02-0.25; 0 = off
 
   config.model.name = "msfe"
   config.model.depth = 18

@@ -1,6 +1,6 @@
 r"""Soft label mining + average expression anchoring (Ming et al., ACCV 2022).
 
-Spec `shared/specs/slm_aea.md`; the official code's recipe (RAF-DB only):
+Design: docs/methods/slm_aea.md; the official code's recipe (RAF-DB only):
 ImageNet ResNet-18 (`--config.init_from=<torchvision resnet18 .pth>`), batch
 72, 40 epochs, Adam 1e-3 without weight decay, the reference cosine schedule
 (`slm_cosine`), Gaussian pixel noise (variance 30, p=0.5) before a 256 resize,
@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.msfe = _msfe_fields()
   config.model.aea = ml_collections.ConfigDict()
   config.model.aea.enabled = args.aea and not args.ce
-  config.model.aea.eval_mode = "batch_independent"   # | "code_faithful" (aliases: spec §5)
+  config.model.aea.eval_mode = "batch_independent"   # | "code_faithful" (docs/methods/slm_aea.md)
 
   if args.slm and not args.ce:
     config.objective.name = "soft_label_mining"

@@ -1,6 +1,6 @@
 """ST-SE ResNet-50 for pose-invariant FER (Liu et al., Visual Computer 2023).
 
-Spec `shared/specs/stse.md`. Variants (`--config=configs/stse_resnet50.py:ARG`):
+Design decisions: docs/methods/stse.md. Variants (`--config=stse_resnet50:ARG`):
   rafdb (default)    RAF-DB, 7 classes, official test split;
   pose_rafdb         RAF-DB train, eval on test + RAN's pose >30 / >45 subsets;
   pose_affectnet     AffectNet (CSV release) 8 classes, eval on validation + pose subsets;
@@ -11,7 +11,7 @@ Spec `shared/specs/stse.md`. Variants (`--config=configs/stse_resnet50.py:ARG`):
   smoke              ST-SE ResNet-18 on synthetic_fer/images_smoke, under a
                      minute on a CPU (`default.smoke`);
   plain              ST-SE off (the plain ResNet), same budget.
-Real datasets use the assumed recipe of spec §3 (the paper's is unknown):
+Real datasets use an assumed recipe (the paper's is unknown):
 ImageNet ResNet-50 (`--config.init_from=<torchvision resnet50 .pth>`; the
 ST-SE layers start fresh), 224 crops of 256 resizes, SGD 0.01 / momentum 0.9 /
 wd 1e-4, batch 64, 60 epochs, lr x0.1 every 20 epochs. Datasets with head
@@ -32,7 +32,7 @@ MULTIPIE_VIEWS = (-52.5, -37.5, -22.5, -7.5, 7.5, 22.5, 37.5, 52.5)
 
 
 def _stse_fields(enabled: bool) -> ml_collections.ConfigDict:
-  """config.model.stse: the switches of spec §2.3."""
+  """config.model.stse: the switches of docs/methods/stse.md, 'Design decisions'."""
   stse = ml_collections.ConfigDict()
   stse.enabled = enabled             # False: plain ResNet
   stse.mode = "stse"                 # "stse" | "drsn_cw" (DRSN-CW parity) | "se" (plain SE)
