@@ -7,7 +7,7 @@ r"""Trains or evaluates a ferjax config.
 Installed as `ferjax-train`, and as `ferjax-eval` (the same with eval_only).
 `--config` takes a config file or a packaged config name (resnet, lstpnet,
 msfe, slm_aea, stse_resnet50), each with an optional `:ARG`; every config has
-a `:smoke` variant that trains in under a minute on a CPU.
+a `:smoke` variant, a CPU check that the method trains.
 Rerunning the same command resumes from the latest checkpoint in the workdir.
 Mistakes in the command, config or data print one line and exit with status 2.
 """

@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def smoke(config: ml_collections.ConfigDict) -> None:
-  """Shrinks an image config in place to its `:smoke` run: under a minute on 2 CPU cores.
+  """Shrinks an image config in place to its `:smoke` run: about a minute on 2 CPU cores.
 
   The method's model and objective stay; the data, input size and budget shrink:
   synthetic_fer/images_smoke (32x32, 2000 train / 400 test, near-frontal,

@@ -2,7 +2,7 @@
 
 Design decisions: docs/methods/msfe.md. Variants (`--config=msfe:ARG`):
   rafdb (default) | affectnet | affectnet,classes=8 | ferplus | synthetic
-  smoke: synthetic_fer/images_smoke, under a minute on a CPU (`default.smoke`);
+  smoke: synthetic_fer/images_smoke, about a minute on a CPU (`default.smoke`);
   ce:  plain cross-entropy instead of CE + center cosine loss, same budget;
   ran: also evaluate on RAN's pose >30 / >45 and occlusion test subsets
        (real datasets built with the RAN lists).

@@ -1,6 +1,6 @@
 r"""Baseline ResNet classifier (cross-entropy) on images.
 
-  python -m ferjax.main --config=resnet:smoke --workdir=/tmp/smoke     # < 1 min, CPU
+  python -m ferjax.main --config=resnet:smoke --workdir=/tmp/smoke     # ~1 min, CPU
   python -m ferjax.main --config=configs/resnet.py:synthetic --workdir=/tmp/run
   python -m ferjax.main --config=configs/resnet.py:rafdb,depth=50 --workdir=DIR \
       --config.init_from=/path/resnet50_imagenet
@@ -21,6 +21,7 @@ def get_config(arg: str | None = None):
   config.model.depth = arg.depth
   if arg.smoke:
     default.smoke(config)
+    config.model.depth = arg.depth
     return config
 
   if arg.synthetic:

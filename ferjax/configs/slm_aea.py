@@ -10,12 +10,12 @@ in file order. The last train batch of each epoch is kept (padded, masked).
   python -m ferjax.main --config=configs/slm_aea.py:rafdb --workdir=DIR \
       --config.init_from=/path/resnet18-f37072fd.pth
   python -m ferjax.main --config=configs/slm_aea.py:synthetic --workdir=/tmp/slm
-  python -m ferjax.main --config=slm_aea:smoke --workdir=/tmp/slm_smoke   # < 1 min
+  python -m ferjax.main --config=slm_aea:smoke --workdir=/tmp/slm_smoke   # ~1 min
 
 Variants (ARG, comma-separated):
   rafdb | affectnet | sfew | synthetic   the dataset (AffectNet and SFEW are not
                      in the official code: the RAF-DB recipe is carried over);
-  smoke              synthetic_fer/images_smoke (clean labels), under a minute
+  smoke              synthetic_fer/images_smoke (clean labels), about a minute
                      on a CPU (`default.smoke`);
   classes=7|8        AffectNet's label space (default 8);
   backbone=resnet|stse_resnet|msfe, depth=18|34|50   AEA goes on any backbone;

@@ -8,7 +8,7 @@ Design decisions: docs/methods/stse.md. Variants (`--config=stse_resnet50:ARG`):
   multipie           Multi-PIE native 6 classes, 7 poses, fold=1..5;
   synthetic          synthetic_fer/images_pose (uniform yaw), a CPU-sized
                      ResNet-18 with ST-SE at 64x64 for 5 epochs;
-  smoke              ST-SE ResNet-18 on synthetic_fer/images_smoke, under a
+  smoke              ST-SE ResNet-18 on synthetic_fer/images_smoke, about a
                      minute on a CPU (`default.smoke`);
   plain              ST-SE off (the plain ResNet), same budget.
 Real datasets use an assumed recipe (the paper's is unknown):
