@@ -1,0 +1,1 @@
+"""Thin files for `--config=configs/NAME.py`; the configs live in ferjax/configs/."""

@@ -31,7 +31,6 @@ import dataclasses
 import os
 
 from absl import flags, logging
-import jax
 
 from ferjax import errors
 
@@ -161,6 +160,9 @@ def start(settings: Settings) -> bool:
     SetupError: `required` mode with no coordinator and no detected cluster, or
       partial coordinator settings that cluster detection could not complete.
   """
+  # Imported here: the entry points define this module's flags at import time,
+  # and their --help must not wait for JAX to load.
+  import jax  # pylint: disable=g-import-not-at-top
   if jax.distributed.is_initialized():
     return True
   if settings.single_process:

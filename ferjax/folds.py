@@ -13,24 +13,21 @@ per-class recalls; a table in percent is printed.
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from etils import epath
-import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
-from ml_collections import config_flags
 
-from ferjax import distributed, errors, metrics as metrics_lib, paths, run_config
+from ferjax import cli, distributed, errors, paths
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.",
-                                lock_config=True)
+cli.define_config_flag("Config file or packaged config name, optionally with :ARG.")
 flags.DEFINE_string("workdir", None, "Directory holding fold_1 .. fold_K.")
 flags.DEFINE_bool("aggregate_only", False, "Only read the folds' final_metrics.json.")
 flags.DEFINE_list("folds", ["1", "2", "3", "4", "5"], "The folds to run / aggregate.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
+flags.adopt_module_key_flags(distributed)
 
 METRICS_FILE = "final_metrics.json"
 SUMMARY_FILE = "folds_summary.json"
@@ -110,6 +107,7 @@ def format_table(summary: dict) -> str:
 
 def aggregate(workdir: str, folds: list[int]) -> dict:
   """Reads the folds' metrics and writes DIR/folds_summary.json; returns the summary."""
+  from ferjax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top  # matplotlib
   summary = summarize(read_fold_metrics(workdir, folds))
   metrics_lib.write_json(str(epath.Path(workdir) / SUMMARY_FILE), summary)
   return summary
@@ -136,6 +134,8 @@ def run_folds(config: ml_collections.ConfigDict, workdir: str, folds: list[int])
 def _finished(fold_dir: str) -> bool:
   """Whether the fold wrote its metrics, as process 0 sees it: every process must
   take the same branch, or their collectives would not match."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   done = (epath.Path(fold_dir) / METRICS_FILE).exists()
   if jax.process_count() > 1:
     done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
@@ -152,9 +152,12 @@ def _parse_folds(values: list[str]) -> list[int]:
   return folds
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    errors.exit_with(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Loaded here, not at import, so that --help answers at once.
+  import jax  # pylint: disable=g-import-not-at-top
+  from ferjax import run_config  # pylint: disable=g-import-not-at-top
   try:
     folds = _parse_folds(FLAGS.folds)
     workdir = paths.absolute(FLAGS.workdir, "--workdir")
@@ -176,5 +179,10 @@ def main(argv):
   print(format_table(summary))
 
 
+def run() -> None:
+  """Console entry point `ferjax-folds`."""
+  cli.run(main, sys.modules[__name__], errors.parse_flags)
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=errors.parse_flags)
+  run()

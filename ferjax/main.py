@@ -1,44 +1,50 @@
 r"""Trains or evaluates a ferjax config.
 
   python -m ferjax.main --config=configs/resnet.py:synthetic --workdir=/tmp/run
-  python -m ferjax.main --config=configs/lstpnet.py:fold=2 --workdir=DIR \
-      --config.batch_size=32
+  python -m ferjax.main --config=lstpnet:fold=2 --workdir=DIR --config.batch_size=32
   python -m ferjax.main --config=... --workdir=DIR --config.eval_only=True
 
+Installed as `ferjax-train`, and as `ferjax-eval` (the same with eval_only).
+`--config` takes a config file or a packaged config name (resnet, lstpnet,
+msfe, slm_aea, stse_resnet50), each with an optional `:ARG`; every config has
+a `:smoke` variant, a CPU check that the method trains.
 Rerunning the same command resumes from the latest checkpoint in the workdir.
 Mistakes in the command, config or data print one line and exit with status 2.
 """
 
+import functools
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-from ferjax import distributed, errors, paths, run_config
+from ferjax import cli, distributed, errors, paths
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.",
-                                lock_config=True)
+cli.define_config_flag("Config file or packaged config name, optionally with :ARG.")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
+flags.adopt_module_key_flags(distributed)
 
 
-def main(argv):
+def main(argv: list[str], *, evaluate_only: bool = False) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    errors.exit_with(f"unexpected arguments: {' '.join(argv[1:])}")
+  # The ML stack (JAX, TensorFlow, Orbax) loads inside, not at import: --help stays fast.
+  from ferjax import run_config  # pylint: disable=g-import-not-at-top
   try:
     config = FLAGS.config
+    evaluate_only = evaluate_only or config.eval_only
     run_config.validate(config)
     workdir = paths.absolute(FLAGS.workdir, "--workdir")
-    if config.eval_only:
+    if evaluate_only:
       run_config.check_evaluable(config, workdir)
     else:
       run_config.check_resumable(config, workdir)
     distributed.initialize_from_flags()
     # Imported after the checks: ferjax.train pulls in TensorFlow (seconds).
     from ferjax import train  # pylint: disable=g-import-not-at-top
-    if config.eval_only:
+    if evaluate_only:
       train.evaluate(config, workdir)
     else:
       train.train_and_evaluate(config, workdir)
@@ -50,9 +56,15 @@ def main(argv):
     sys.exit(143)
 
 
-def run():
-  """Console entry point."""
-  app.run(main, flags_parser=errors.parse_flags)
+def run() -> None:
+  """Console entry point `ferjax-train`."""
+  cli.run(main, sys.modules[__name__], errors.parse_flags)
+
+
+def run_eval() -> None:
+  """Console entry point `ferjax-eval`: evaluates a workdir, as `--config.eval_only=True`."""
+  cli.run(functools.partial(main, evaluate_only=True), sys.modules[__name__],
+          errors.parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Center cosine loss (spec msfe.md §4, tests §7.2-7.6) against NumPy references."""
+"""Center cosine loss (docs/methods/msfe.md) against NumPy references."""
 
 import json
 import os

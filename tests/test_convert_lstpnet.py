@@ -2,11 +2,11 @@
 
 The released checkpoints are not available offline, so the tests build one
 with exactly the keys and shapes of the official model
-(testdata/lstpnet_state_dict_keys.txt, copied from shared/specs), random
+(testdata/lstpnet_state_dict_keys.txt, listed from the official model), random
 values, the `module.` prefix and the `model_state_dict` nesting, and check
 where every tensor lands; TCE, the LSTformer and the whole network are also
-compared with small PyTorch re-implementations written from the spec's
-equations (shared/specs/lstpnet.md §2-§4).
+compared with small PyTorch re-implementations written from the equations
+of docs/methods/lstpnet.md, 'Model'.
 """
 
 import ast
@@ -35,7 +35,7 @@ B = "s_former.ir_back."
 # Tied copies (keys file header): layers.l.0.* == TC.*, layers.l.1.* == norm.*.
 TIED = {f"{T}layers.{l}.{i}.{leaf}": f"{T}{name}.{leaf}"
         for l in (0, 1) for i, name in ((0, "TC"), (1, "norm")) for leaf in ("weight", "bias")}
-# Canonical class c is DFEW-order class DFEW_FOR_CANONICAL[c] (spec §8.2 table:
+# Canonical class c is DFEW-order class DFEW_FOR_CANONICAL[c] (docs/datasets.md, 'DFEW':
 # neutral=2, happy=0, sad=1, surprise=4, fear=6, disgust=5, anger=3).
 DFEW_FOR_CANONICAL = [2, 0, 1, 4, 6, 5, 3]
 
@@ -107,7 +107,7 @@ def test_every_variable_filled_from_its_key(official, loaded):
   assert sorted(r.target for r in report.matched) == sorted(variables(model))
   params = sum(v.size for k, v in variables(model).items()
                if not k.endswith(("/mean", "/var")))
-  assert params == 24_619_686  # spec §5 total for K=7
+  assert params == 24_619_686  # the official model's total for K=7
 
 
 def test_tensors_land_transposed_where_they_belong(official, loaded):
@@ -180,7 +180,7 @@ def test_fc_rows_permuted_to_canonical(official, loaded):
 
 
 def torch_tce(x: "torch.Tensor", state: dict, prefix: str, frames: int) -> "torch.Tensor":
-  """Spec §3 on frames `[B*T, C, H, W]` (torch layout), from the raw checkpoint tensors."""
+  """TCE on frames `[B*T, C, H, W]` (torch layout), from the raw checkpoint tensors."""
   w1, b1 = state[prefix + "eca_conv_1.0.weight"], state[prefix + "eca_conv_1.0.bias"]
   wt = state[prefix + "action_p2_conv1.weight"]
   w2, b2 = state[prefix + "eca_conv_2.0.weight"], state[prefix + "eca_conv_2.0.bias"]
@@ -201,7 +201,7 @@ def torch_tce(x: "torch.Tensor", state: dict, prefix: str, frames: int) -> "torc
 
 
 def torch_lstformer(x: "torch.Tensor", state: dict) -> tuple["torch.Tensor", "torch.Tensor"]:
-  """Spec §4 on tokens `[B, T, 512]`: 2 layers with the tied TC and LayerNorm."""
+  """The LSTformer on tokens `[B, T, 512]`: 2 layers with the tied TC and LayerNorm."""
   def ln(h, name):
     return F.layer_norm(h, h.shape[-1:], state[name + ".weight"], state[name + ".bias"], 1e-5)
 
@@ -229,7 +229,7 @@ def torch_lstformer(x: "torch.Tensor", state: dict) -> tuple["torch.Tensor", "to
 
 
 def torch_lstpnet(clips: "torch.Tensor", state: dict) -> "torch.Tensor":
-  """Spec §1-§4, eval mode: clips `[B, T, 3, H, W]` -> DFEW-order logits."""
+  """The whole network, eval mode: clips `[B, T, 3, H, W]` -> DFEW-order logits."""
   def conv(h, name, stride=1, pad=0):
     return F.conv2d(h, state[name + ".weight"], state.get(name + ".bias"), stride, pad)
 

@@ -123,7 +123,7 @@ def test_logits_match_torchvision(depth, images, resnet18_file, resnet50_file):
 
 
 def test_stse_disabled_equals_converted_torchvision_resnet50(images, resnet50_file):
-  """ST-SE spec §2.4 item 1: `stse.enabled=False` is torchvision's ResNet-50."""
+  """ST-SE with `stse.enabled=False` is torchvision's ResNet-50."""
   torch_model, path = resnet50_file
   model_config = stse_resnet50.get_config("plain").model
   assert not model_config.stse.enabled and model_config.depth == 50

@@ -1,4 +1,4 @@
-"""Frame sampling (shared/specs/lstpnet.md §7): the spec's test vectors and train-mode ranges."""
+"""Frame sampling (docs/methods/lstpnet.md, 'Data protocol'): official test vectors and train-mode ranges."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""LSTformer (shared/specs/lstpnet.md §4): NumPy reference, weight tying, global attention, GELU, eps."""
+"""LSTformer (docs/methods/lstpnet.md, 'Model'): NumPy reference, weight tying, global attention, GELU, eps."""
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,7 @@ def _exact_gelu(x):
 
 
 def _reference(model, x):
-  """§4 in NumPy (float64): returns the tokens and the last attention map."""
+  """The LSTformer in NumPy (float64): returns the tokens and the last attention map."""
   inner = HEADS * DIM_HEAD
   for layer in model.layers:
     x = _layer_norm(x + _conv_time(x, model.temporal_conv, False), model.norm)

@@ -1,4 +1,4 @@
-"""LSTPNet and the frame-average baseline: sizes (spec §5), structure (§2), clip isolation."""
+"""LSTPNet and the frame-average baseline: sizes, backbone structure, clip isolation."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""MSFE network (spec msfe.md §3, test §7.1), its parameter count and its config."""
+"""MSFE network (docs/methods/msfe.md), its parameter count and its config."""
 
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,5 @@
 """ST-SE: soft thresholding, the block against a NumPy reference, gradients,
-every switch of spec §2.3, the ResNet hook, parameter counts and the config."""
+every switch of docs/methods/stse.md, the ResNet hook, parameter counts and the config."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""TCE (shared/specs/lstpnet.md §3): sizes, parameter counts, equations vs NumPy, clip isolation."""
+"""TCE (docs/methods/lstpnet.md, 'Model'): sizes, parameter counts, equations vs NumPy, clip isolation."""
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ def test_make_divisible_rounding():
 
 
 def _numpy_reference(x, w1, b1, wt, w2, b2):
-  """§3 step 2-4 with explicit loops; torch layouts W1[r,j], Wt[c',c,δ+1], W2[r,j]."""
+  """The TCE convs with explicit loops; torch layouts W1[r,j], Wt[c',c,δ+1], W2[r,j]."""
   batch, frames, _, _, channels = x.shape
   reduced, k = w1.shape
   p = (k - 1) // 2

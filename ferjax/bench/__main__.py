@@ -3,9 +3,9 @@ r"""Benchmarks ferjax's train step (and optionally PyTorch's and the input pipel
   python -m ferjax.bench --model=resnet50 --batch_size=16 --image_size=112 --steps=5
   python -m ferjax.bench --model=resnet50 --batch_size=256 --image_size=224 \
       --dtype=bfloat16 --torch --input --workers=4,8,16 --json_out=/tmp/r50.json
-  python -m ferjax.bench --config=configs/lstpnet.py:synthetic --torch
+  python -m ferjax.bench --config=lstpnet:synthetic --torch
 
-Runs from the repository root. Prints a table; `--json_out` writes the same
+Installed as `ferjax-bench`. Prints a table; `--json_out` writes the same
 figures. With `--torch`, PyTorch runs first in its own process, so that JAX's
 device memory (preallocated on GPUs) does not limit it.
 """
@@ -16,18 +16,16 @@ import json
 import os
 import sys
 
-import jax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from ferjax import errors
-from ferjax.bench import input_pipeline, models, report, torch_reference, train_step
+from ferjax import cli, errors
+from ferjax.bench import models, report
 
 FLAGS = flags.FLAGS
 _MODEL = flags.DEFINE_enum("model", None, list(models.MODELS),
-                           "Model shortcut (a :synthetic config of configs/).")
-config_flags.DEFINE_config_file("config", None, "Config file with :ARG, instead of --model.",
-                                lock_config=False)
+                           "Model shortcut (a :synthetic config of ferjax/configs/).")
+cli.define_config_flag("Config file or packaged config name with :ARG, instead of --model.",
+                       lock_config=False)
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size (default: the config's).")
 _SIZE = flags.DEFINE_integer("image_size", None, "Input height = width (default: the config's).")
 _FRAMES = flags.DEFINE_integer("num_frames", None, "Frames per clip, clip models only.")
@@ -69,8 +67,11 @@ def _workers() -> list[int]:
     raise ValueError(f"--workers must be integers, got {','.join(_WORKERS.value)}") from None
 
 
-def run() -> dict:
+def measure() -> dict:
   """Runs the requested measurements; returns the results dict (printed and JSON'd)."""
+  # The ML stack loads here, not at import: --help answers at once.
+  import jax  # pylint: disable=g-import-not-at-top
+  from ferjax.bench import input_pipeline, torch_reference, train_step  # pylint: disable=g-import-not-at-top
   load_start = os.getloadavg()[0]
   config, config_name = _config()
   clip = config.dataset.kind == "clip"
@@ -113,11 +114,11 @@ def run() -> dict:
   return results
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    errors.exit_with(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    results = run()
+    results = measure()
   except (ValueError, errors.UserError) as e:
     print(f"ferjax.bench: error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -127,5 +128,10 @@ def main(argv):
       json.dump(results, f, indent=2)
 
 
+def run() -> None:
+  """Console entry point `ferjax-bench`."""
+  cli.run(main, sys.modules[__name__])
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,6 +1,6 @@
 """Benchmark configs: `--model` shortcuts and the overrides the benchmark applies.
 
-A shortcut names a config of the repository's `configs/` package (its
+A shortcut names a packaged config (`ferjax.configs`) (its
 `:synthetic` variant, so that the data a config needs is generated locally);
 `--config` takes any config file instead. Overrides set the shapes and
 precision being measured.
@@ -11,7 +11,7 @@ import math
 
 import ml_collections
 
-# shortcut -> (module in configs/, ARG for get_config)
+# shortcut -> (module in ferjax/configs/, ARG for get_config)
 MODELS: dict[str, tuple[str, str]] = {
     "resnet18": ("resnet", "synthetic,depth=18"),
     "resnet34": ("resnet", "synthetic,depth=34"),
@@ -28,13 +28,9 @@ def shortcut_config(model: str) -> tuple[ml_collections.ConfigDict, str]:
   """(config, 'configs/X.py:ARG') for a `--model` shortcut."""
   if model not in MODELS:
     raise ValueError(f"--model={model!r} is not one of {', '.join(MODELS)}; "
-                     "or pass --config=configs/X.py:ARG")
+                     "or pass --config=NAME:ARG")
   module_name, arg = MODELS[model]
-  try:
-    module = importlib.import_module(f"configs.{module_name}")
-  except ModuleNotFoundError:
-    raise ValueError(f"--model={model} needs the repository's configs/ package: run from "
-                     "the repository root") from None
+  module = importlib.import_module(f"ferjax.configs.{module_name}")
   return module.get_config(arg), f"configs/{module_name}.py:{arg}"
 
 

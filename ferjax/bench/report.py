@@ -1,6 +1,6 @@
 """The benchmark's results as a readable table (the JSON holds the same figures)."""
 
-INPUT_TARGET = 1.5   # input pipeline rate / train step consumption rate, issue 11
+INPUT_TARGET = 1.5   # input pipeline rate / train step rate (docs/benchmarks.md)
 
 
 def _si(value: float | None, unit: str) -> str:

@@ -3,21 +3,16 @@
   python -m ferjax.convert --arch=resnet18 --src=resnet18_msceleb.pth --dst=DIR
   python -m ferjax.convert --arch=lstpnet --class_order=dfew --src=best_...pth --dst=DIR
 
-DIR is then usable as `--config.init_from=DIR` without torch. The load is
+Installed as `ferjax-convert`. DIR is then usable as `--config.init_from=DIR` without torch. The load is
 checked against the ferjax model of `--arch` (with `--num_classes` outputs,
 default: the checkpoint's own head); only the arrays that match are saved.
 """
 
-from absl import app, flags, logging
-from flax import nnx
+import sys
 
-from ferjax import errors, paths
-from ferjax.convert import saved
-from ferjax.convert.init_from import convert_torch, torch_family
-from ferjax.convert.state import Converted, match
-from ferjax.convert.torch_file import read_state_dict
-from ferjax.models.lstpnet import LSTPNet
-from ferjax.models.resnet import ResNet
+from absl import app, flags, logging
+
+from ferjax import cli, errors, paths
 
 ARCHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152,
          "lstpnet": None}
@@ -36,13 +31,16 @@ _PARTIAL = flags.DEFINE_bool(
 _VERBOSE = flags.DEFINE_bool("verbose", False, "List matched keys too.")
 
 
-def _head_size(converted: Converted) -> int | None:
+def _head_size(converted) -> int | None:
   kernel = converted.arrays.get("fc/kernel")
   return None if kernel is None else kernel[1].shape[1]
 
 
-def _target(arch: str, num_classes: int | None) -> nnx.Module:
-  """The abstract ferjax model of `arch` (shapes only, nothing allocated)."""
+def _target(arch: str, num_classes: int | None):
+  """The abstract ferjax model of `arch` (an nnx.Module of shapes only, nothing allocated)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from ferjax.models.lstpnet import LSTPNet  # pylint: disable=g-import-not-at-top
+  from ferjax.models.resnet import ResNet  # pylint: disable=g-import-not-at-top
   if arch == "lstpnet":
     return nnx.eval_shape(lambda: LSTPNet(num_classes or 7, rngs=nnx.Rngs(0)))
   return nnx.eval_shape(lambda: ResNet(ARCHS[arch], num_classes or None, rngs=nnx.Rngs(0)))
@@ -51,6 +49,13 @@ def _target(arch: str, num_classes: int | None) -> nnx.Module:
 def convert(arch: str, src: str, dst: str, *, num_classes: int | None, class_order: str | None,
             partial: bool, verbose: bool) -> None:
   """Converts `src` for `arch`, prints the report and saves the matched arrays to `dst`."""
+  # The ML stack (JAX, Flax, Orbax, torch) loads here, not at import: --help answers at once.
+  # pylint: disable=g-import-not-at-top
+  from ferjax.convert import saved
+  from ferjax.convert.init_from import convert_torch, torch_family
+  from ferjax.convert.state import match
+  from ferjax.convert.torch_file import read_state_dict
+  # pylint: enable=g-import-not-at-top
   state_dict = read_state_dict(src)
   family = "lstpnet" if arch == "lstpnet" else "resnet"
   if torch_family(state_dict) != family:
@@ -87,6 +92,11 @@ def main(argv: list[str]) -> None:
     errors.exit_with(e)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console entry point `ferjax-convert`."""
   flags.mark_flags_as_required(["arch", "src", "dst"])
-  app.run(main)
+  cli.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+  run()

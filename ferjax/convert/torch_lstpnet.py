@@ -1,6 +1,6 @@
 """Official LSTPNet checkpoints -> ferjax `LSTPNet` (ferjax.models.lstpnet).
 
-Key map (shared/specs/lstpnet.md §6 and lstpnet_state_dict_keys.txt, after
+Key map (docs/methods/lstpnet.md, 'Parity'; tests/testdata/lstpnet_state_dict_keys.txt; after
 the `module.` prefix is stripped; `l` is the LSTformer layer):
 
   s_former.ir_back.*                          -> backbone/*  (torchvision rules,
@@ -38,7 +38,7 @@ from ferjax.data.builders.dfer_lists import DFEW_ORDER
 from ferjax.data.labels import CLASS_NAMES_7
 
 FAMILY = "lstpnet"
-# The DFEW checkpoint's outputs follow DFEW_ORDER (spec §8.2), the others canonical order.
+# The DFEW checkpoint's outputs follow DFEW_ORDER (docs/datasets.md, 'DFEW'), the others canonical order.
 CLASS_ORDERS = ("dfew", "canonical")
 KEY_PREFIXES = ("s_former.", "t_former.")
 

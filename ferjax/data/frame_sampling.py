@@ -2,7 +2,7 @@
 
 A clip of n frames is split into K segments; from each segment an offset p is
 chosen and the d consecutive frames p, p+1, ... are taken, the index clamped
-at the last frame n-1 (shared/specs/lstpnet.md §7; K=8, d=2 gives 16 frames).
+at the last frame n-1 (docs/methods/lstpnet.md, 'Data protocol'; K=8, d=2: 16 frames).
 With L = n - d + 1 valid start positions:
 
   train: if L // K > 0: p_k = k (L // K) + U{0 .. L // K - 1}, independently per k;

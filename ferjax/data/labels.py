@@ -1,7 +1,7 @@
 """ferjax's canonical expression classes, shared by every dataset and report.
 
 Every builder maps its dataset's native label ids to this order (see
-shared/specs/datasets.md §0) and reports print class names, never bare ids.
+docs/datasets.md, 'Conventions') and reports print class names, never bare ids.
 """
 
 CLASS_NAMES_8: tuple[str, ...] = (

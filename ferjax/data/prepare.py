@@ -12,21 +12,27 @@ item with its reason and the build throughput. Mistakes in the command or the
 download layout are printed as one line on stderr (exit status 2).
 """
 
+from __future__ import annotations  # TFDS types in signatures; TFDS loads on first use
+
+import importlib.util
 import inspect
 import os
 import pathlib
 import shutil
 import sys
+import typing
 
 # TensorFlow (imported by TFDS) logs its C++ start-up chatter unless told not to.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # pylint: disable=g-import-not-at-top
-import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-import tqdm
+import tqdm  # pylint: disable=g-import-not-at-top
 
-from ferjax import errors
-from ferjax.data.builders import common
+from ferjax import errors  # pylint: disable=g-import-not-at-top
+
+if typing.TYPE_CHECKING:
+  import tensorflow_datasets as tfds
+  from ferjax.data.builders import common
 
 # A private flag registry: this module can be imported next to ferjax.main
 # (whose --config is a config file) without duplicate-flag errors.
@@ -74,7 +80,10 @@ class _Progress:
 
 def datasets() -> dict[str, type[tfds.core.DatasetBuilder]]:
   """ferjax's registered builders by name."""
-  import ferjax.data.builders  # pylint: disable=g-import-not-at-top,unused-import  # registers
+  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  import tensorflow_datasets as tfds
+  import ferjax.data.builders  # pylint: disable=unused-import  # registers
+  # pylint: enable=g-import-not-at-top,redefined-outer-name
   found, stack = {}, [tfds.core.DatasetBuilder]
   while stack:
     cls = stack.pop()
@@ -93,6 +102,10 @@ def prepare(name: str, *, config: str | None = None, manual_dir: str | None = No
   Raises:
     UserError: unknown dataset/config/flag, missing manual_dir, wrong layout.
   """
+  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  import tensorflow_datasets as tfds
+  from ferjax.data.builders import common
+  # pylint: enable=g-import-not-at-top,redefined-outer-name
   builders = datasets()
   if name not in builders:
     raise errors.UserError(f"unknown dataset {name!r}; ferjax datasets: "
@@ -189,12 +202,18 @@ def summary(builder: tfds.core.DatasetBuilder, report: common.BuildReport | None
   return lines
 
 
+def dataset_names() -> list[str]:
+  """The builders' names without importing TFDS: each has its own folder in builders/."""
+  folder = importlib.util.find_spec("ferjax.data.builders").submodule_search_locations[0]
+  return sorted(entry.name for entry in os.scandir(folder)
+                if os.path.isfile(os.path.join(entry.path, "__init__.py")))
+
+
 def main(argv: list[str]) -> int:
   """Parses `argv` (program name first), prepares the dataset, prints the summary."""
   if any(a in ("-h", "--help") for a in argv[1:]):
-    names = [f"{n} ({', '.join(c.name for c in cls.BUILDER_CONFIGS) or 'no configs'})"
-             for n, cls in sorted(datasets().items())]
-    print(f"{USAGE}\ndatasets (configs): {'; '.join(names)}\n{FLAGS.get_help()}")
+    print(f"{USAGE}\ndatasets: {', '.join(dataset_names())} (configs and layouts: "
+          f"docs/datasets.md; an unknown --config lists the dataset's)\n{FLAGS.get_help()}")
     return 0
   FLAGS.unparse_flags()
   try:

@@ -2,7 +2,7 @@
 
 Computed on host from the eval split's per-example predictions, labels and
 pose metadata (degrees), as in the per-view reports of the ST-SE paper's
-BU-3DFE / Multi-PIE protocols. Buckets are
+BU-3DFE / Multi-PIE protocols (docs/methods/stse.md, 'Pose protocols'). Buckets are
 half-open [e_i, e_{i+1}) with the last one closed; edges that are all >= 0
 bucket the absolute angle |yaw|. For datasets with discrete views, edges at
 the midpoints between views give per-view accuracy.

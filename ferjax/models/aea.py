@@ -7,9 +7,9 @@ sample of the batch through it. AEA has no loss of its own.
 
 In training the mean is always the current (global, unpadded) batch mean.
 At evaluation it is chosen by `eval_mode`:
-  * `code_faithful` (spec alias `batch_official`): the mean of the current
+  * `code_faithful` (alias `batch_official`): the mean of the current
     eval batch, as the reference code does; predictions depend on the batch.
-  * `batch_independent` (spec alias `fixed_mean`): a stored mean mu of the
+  * `batch_independent` (alias `fixed_mean`): a stored mean mu of the
     train-set pooled features; predictions are per image. mu is a
     `FeatureMean` variable (not a parameter), so the model state and its
     checkpoints carry it; the `aea` evaluator (`ferjax.evaluators.aea`)
@@ -36,7 +36,7 @@ EVAL_MODES: dict[str, str] = {
 
 
 def canonical_eval_mode(mode: str) -> str:
-  """Maps an eval-mode name or its spec alias to `code_faithful` | `batch_independent`."""
+  """Maps an eval-mode name or its alias to `code_faithful` | `batch_independent`."""
   if mode not in EVAL_MODES:
     raise ValueError(f"config.model.aea.eval_mode {mode!r} is not one of "
                      f"{', '.join(EVAL_MODES)}")

@@ -2,7 +2,7 @@
 
 Tokens are the T frame features of a clip `[B, T, D]`, with no class token and
 no positional embedding; temporal order enters only through temporal convs
-(shared/specs/lstpnet.md §4). Each of the `depth` layers computes
+(docs/methods/lstpnet.md, 'Model'). Each of the `depth` layers computes
 
   x <- LN_shared(x + TC_shared(x))          short-term: dense conv over time, k=3
   x <- x + MHSA(LN_a(x))                    long-term: global attention over all T

@@ -4,7 +4,7 @@ frames `[B, T, H, W, 3]` -> ResNet-18 over the B*T frames, with conv biases and
 a TCE on the input of every block of layer2..layer4 (the downsample shortcut
 sees the gated input, an identity shortcut the raw one) -> a final TCE on the
 layer4 output -> GAP -> tokens `[B, T, 512]` -> LSTformer -> mean over T ->
-Linear(512, K). See shared/specs/lstpnet.md §1-§5; BatchNorm statistics are
+Linear(512, K). See docs/methods/lstpnet.md; BatchNorm statistics are
 taken over all B*T frames, as in the reference.
 """
 

@@ -2,7 +2,7 @@
 
 Reconstruction of Wen et al., "A discriminative multiscale feature extraction
 network for facial expression recognition in the wild" (Meas. Sci. Technol.
-2024), spec `specs/msfe.md` §3: a ResNet backbone is tapped after several
+2024), see docs/methods/msfe.md, 'Network': a ResNet backbone is tapped after several
 stages (shallow geometric and deep semantic features); each tap goes through
 channel-wise self-attention (CSA), a 1x1 compression to D channels, BN, ReLU
 and global average pooling; the concatenated vectors are fused by

@@ -2,7 +2,7 @@
 
 Liu et al., "Soft thresholding squeeze-and-excitation network for
 pose-invariant facial expression recognition", The Visual Computer 2023. No
-official code exists; this is the reconstruction of shared/specs/stse.md §2,
+official code exists; this is ferjax's reconstruction (docs/methods/stse.md),
 built from DRSN-CW's residual shrinkage and SENet's excitation. For the
 residual branch output U `[N, H, W, C]` (after the last BN, before the add):
 
@@ -39,7 +39,7 @@ def soft_threshold(x: jax.Array, tau: jax.Array) -> jax.Array:
   """Soft thresholding Y = sign(x) max(|x| - tau, 0) = x - clip(x, -tau, tau).
 
   Written with comparisons rather than `sign` (whose JAX gradient is 0), so the
-  gradients are the spec's: dY/dx = 1[|x| > tau] and
+  gradients are the intended ones: dY/dx = 1[|x| > tau] and
   dY/dtau = -sign(x) 1[|x| > tau], both 0 on the dead zone |x| <= tau.
 
   Args:
@@ -80,7 +80,7 @@ class SoftThresholdSE(nnx.Module):
       (g = |GAP(U)|, the abstract's literal reading; never larger).
     rescale: if True, Y = soft(U * s, tau) (SE recalibration, then shrinkage).
     threshold_scale: multiplies tau; 1 in use, 0 turns the block into the
-      identity (spec §2.4 item 2).
+      identity (tests/test_stse.py checks it against the plain ResNet).
   """
 
   def __init__(self, channels: int, *, reduction: int = 16,

@@ -3,7 +3,7 @@
 For the frames of a clip, `x` `[B, T, H, W, C]` (passed flattened as
 `[B*T, H, W, C]` with the T frames of a clip contiguous), TCE computes a
 per-frame channel gate from the pooled descriptors a = GAP(x), m = GMP(x)
-`[B, T, C]`; both branches share three convs (shared/specs/lstpnet.md §3):
+`[B, T, C]`; both branches share three convs (docs/methods/lstpnet.md, 'Model'):
 
   z1[b,t,c,r]  = sum_j W1[r,j] s[b,t,c+j-p] + b1[r]         (conv over channels, 1 -> rd)
   z2[b,t,c',r] = sum_d sum_c Wt[c',c,d+1] z1[b,t+d,c,r]     (dense conv over time, no bias)
@@ -57,7 +57,7 @@ class TemporalChannelExcitation(nnx.Module):
     self.channel_conv2 = conv1d(self.reduced, 1, self.kernel_size, dtype=dtype, rngs=rngs)
 
   def logits(self, pooled: jax.Array) -> jax.Array:
-    """z4 of §3 for pooled descriptors `[N, T, C]` -> `[N, T, C]`.
+    """z4 above for pooled descriptors `[N, T, C]` -> `[N, T, C]`.
 
     The channel conv (1 -> rd) and the time conv act on different axes and are
     linear, so they commute: z2 = sum_j W1[:, j] TC(shift_j s) + b1 TC(1), with

@@ -1,7 +1,7 @@
 """Center cosine loss (CCL): cross-entropy plus a cosine-margin loss to class centers.
 
-Reconstruction of the loss of Wen et al. (Meas. Sci. Technol. 2024), spec
-`specs/msfe.md` §4. With f̂ = f / max(|f|, eps), ĉ_j likewise and
+Reconstruction of the loss of Wen et al. (Meas. Sci. Technol. 2024), see
+docs/methods/msfe.md, 'Center cosine loss'. With f̂ = f / max(|f|, eps), ĉ_j likewise and
 cos_ij = <f̂_i, ĉ_j>, over the B_v valid rows of the global batch:
 
   margin:      L_CCL = mean_i CE(softmax(s * (cos_i - m * onehot(y_i))), y_i)

@@ -25,7 +25,7 @@ NEW_ROWS = [
     ("PrivateTest", "fer0000005.png", [0, 0, 0, 0, 0, 8, 0, 0, 2, 0]),
     ("PrivateTest", "fer0000006.png", [0, 0, 0, 0, 0, 0, 7, 0, 3, 0]),
 ]
-# label.csv votes where they differ from fer2013new.csv (the spec's fer0000716 case).
+# label.csv votes where they differ from fer2013new.csv (as for fer0000716).
 LABEL_CSV_VOTES = {"fer0000001": [1, 0, 0, 8, 0, 0, 1, 0, 0, 0],
                    "fer0000002": [0, 0, 0, 0, 9, 0, 0, 0, 1, 0]}
 SPLIT_DIRS = {"Training": "FER2013Train", "PublicTest": "FER2013Valid",

@@ -29,7 +29,7 @@ def write_rafdb(root, flat_dir=None):
 
 
 def test_native_to_canonical():
-  # The spec's example: `train_00001.jpg 5` (native sad) -> canonical 2 (sad).
+  # The first training line: `train_00001.jpg 5` (native sad) -> canonical 2 (sad).
   assert native_to_canonical(5) == 2
   assert [native_to_canonical(n) for n in range(1, 8)] == [3, 4, 5, 1, 2, 6, 0]
   with pytest.raises(ValueError):

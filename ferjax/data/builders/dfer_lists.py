@@ -1,8 +1,8 @@
 """Clip-list files of Former-DFER and LSTPNet, and the video builders' configs.
 
 A list file has one clip per line, `<frame_dir> <num_frames> <label>`, single
-spaces, no header, CRLF (LSTPNet) or LF (Former-DFER); shared/specs/datasets.md
-§9 and lstpnet.md §8. The builders resolve `<frame_dir>` (an absolute path on the
+spaces, no header, CRLF (LSTPNet) or LF (Former-DFER); docs/datasets.md,
+'DFEW', 'FERV39k' and 'AFEW 7.0'. The builders resolve `<frame_dir>` (an absolute path on the
 authors' machines) by its trailing components inside the user's manual download
 and keep the first `num_frames` frames in lexicographic order, which reproduces
 the repositories' clip sets and frame counts exactly.

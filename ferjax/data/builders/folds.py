@@ -1,7 +1,7 @@
 """Subject/clip folds of k-fold datasets (DFEW, BU-3DFE, Multi-PIE).
 
-These builders store every example once, in split `all_folds` (the spec's
-split `all`; TFDS reserves the name `all` for the union of all splits), with
+These builders store every example once, in split `all_folds` (the usual
+split name `all`; TFDS reserves the name `all` for the union of all splits), with
 `test_fold` (1..5): fold k's test set is `test_fold == k`, its train set the
 rest. The per-record `test_fold` values are also stored in
 `info.metadata['test_fold']['all_folds']` so a fold can be selected without

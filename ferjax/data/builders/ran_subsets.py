@@ -1,7 +1,7 @@
 """RAN's pose and occlusion test subsets as extra evaluation splits of a parent builder.
 
 The lists come from kaiwang960112/Challenge-condition-FER-dataset (RAN, Wang
-et al., TIP 2020; shared/specs/datasets.md §10). Every line names an example
+et al., TIP 2020; docs/datasets.md). Every line names an example
 of the parent's test split by key and carries RAN's own class. Each list
 becomes a split holding a copy of those parent examples, line by line, with:
 - `label`: the list's class mapped to canonical (RAN-faithful ground truth);

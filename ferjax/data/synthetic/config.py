@@ -102,11 +102,26 @@ CONFIGS: dict[str, SyntheticFerConfig] = {c.name: c for c in [
         kind="images", image_size=32, num_train=300, num_test=200,
         num_train_identities=30, num_test_identities=20),
     SyntheticFerConfig(
+        name="images_smoke",
+        description="32x32, 2000 train / 400 test, near-frontal, full-strength, unambiguous, "
+                    "no occluders: the configs' one-minute :smoke runs.",
+        kind="images", image_size=32, num_train=2000, num_test=400, num_train_identities=100,
+        num_test_identities=25, yaw_std=8.0, pitch_std=4.0, roll_std=3.0,
+        intensity_range=(0.9, 1.0), ambiguity_rate=0.0, occlusion_rate=0.0, blink_rate=0.0),
+    SyntheticFerConfig(
         name="clips", description="16 frames of 64x64, a quarter of the clips windowed.",
         **_CLIPS),
     SyntheticFerConfig(
         name="clips_window", description="As clips, every clip expressive only in a 2-4 frame window.",
         **{**_CLIPS, "window_fraction": 1.0}),
+    SyntheticFerConfig(
+        name="clips_smoke",
+        description="8 frames of 32x32, 400 train / 100 test, easy as images_smoke, never "
+                    "windowed: lstpnet.py's one-minute :smoke run.",
+        kind="clips", image_size=32, num_train=400, num_test=100, num_train_identities=40,
+        num_test_identities=10, num_frames=8, yaw_std=8.0, pitch_std=4.0, roll_std=3.0,
+        intensity_range=(0.9, 1.0), ambiguity_rate=0.0, occlusion_rate=0.0, blink_rate=0.0,
+        head_motion=(4.0, 2.0, 1.0)),
     SyntheticFerConfig(
         name="clips_small", description="16 frames of 32x32, 100 train / 50 test: for tests.",
         kind="clips", image_size=32, num_train=100, num_test=50, num_train_identities=20,

@@ -1,6 +1,6 @@
 """AFEW 7.0 (EmotiW): movie clips, 7 classes; the Val set is the test set.
 
-shared/specs/datasets.md §8. The distribution ships .avi files; the user
+docs/datasets.md, 'AFEW 7.0'. The distribution ships .avi files; the user
 extracts face frames to <root>/{Train_AFEW,Val_AFEW}/<Emotion>/<clip id>/ (any
 image files, read in lexicographic order). train = Train_AFEW, test = Val_AFEW.
 Records are written in (emotion folder, clip id) order.

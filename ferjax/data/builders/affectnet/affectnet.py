@@ -1,6 +1,6 @@
 """AffectNet (Mollahosseini et al., 2017): the CSV and the npy releases, 8 classes.
 
-shared/specs/datasets.md §2-3. Native expression ids 0-7 are the canonical ids
+docs/datasets.md, 'AffectNet'. Native expression ids 0-7 are the canonical ids
 (identity); CSV rows with 8 (none), 9 (uncertain) or 10 (no-face) are excluded
 by protocol. train = training.csv / train_set, test = validation.csv / val_set
 (the official protocol; the real test set is not public). 8-class data are

@@ -1,6 +1,6 @@
 """BU-3DFE (Yin et al., FG 2006) multi-view renderings for pose-invariant FER.
 
-shared/specs/datasets.md §11 and stse.md §4.2. The dataset ships 3-D scans; the
+docs/datasets.md, 'BU-3DFE', and docs/methods/stse.md. The dataset ships 3-D scans; the
 user renders 2-D views and lists them in <manual_dir>/index.csv
 (`path,subject,expression,intensity,yaw,pitch`). Configs p1 (yaw 0/30/45/60/90,
 pitch 0) and p2 (yaw 0/±15/±30/±45 x pitch 0/±15/±30) keep their views, all

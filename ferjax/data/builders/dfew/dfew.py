@@ -1,7 +1,7 @@
 """DFEW (Jiang et al., ACM MM 2020): 11,697 single-labelled clips in 5 folds.
 
-shared/specs/datasets.md §6. Every clip is stored once, in split `all_folds`
-(folds.SPLIT; the spec's `all`, a name TFDS reserves), with `test_fold` 1..5,
+docs/datasets.md, 'DFEW'. Every clip is stored once, in split `all_folds`
+(folds.SPLIT; not `all`, a name TFDS reserves), with `test_fold` 1..5,
 the official test set that holds it; fold k's train set is every clip with
 test_fold != k (see ferjax.data.builders.folds). Frames are all `*.jpg` files
 of Clip/clip_224x224/<id>/ in lexicographic order. Records are written in

@@ -1,6 +1,6 @@
 """FERPlus (Barsoum et al., ICMI 2016): FER2013 faces relabelled by 10 annotators.
 
-shared/specs/datasets.md §4. Pixels come from fer2013.csv (row-aligned with
+docs/datasets.md, 'FERPlus'. Pixels come from fer2013.csv (row-aligned with
 fer2013new.csv, which names each row) or from the official PNG folders; votes
 come from the per-split label.csv files (default; what the official training
 code and RAN read) or from fer2013new.csv. For a name that occurs twice in

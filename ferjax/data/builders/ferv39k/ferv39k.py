@@ -1,6 +1,6 @@
 """FERV39k (Wang et al., CVPR 2022): 38,935 clips from 22 scenes, 7 classes.
 
-shared/specs/datasets.md §7. train = 4_setups/All_scenes/train_All.csv, test =
+docs/datasets.md, 'FERV39k'. train = 4_setups/All_scenes/train_All.csv, test =
 test_All.csv (space-delimited `<Scene>/<Emotion>/<clip> <Emotion>`, no header).
 Frames are all `*.jpg` files of 2_ClipsforFaceCrop/<Scene>/<Emotion>/<clip>/ in
 lexicographic order. Records are written in the split file's line order.

@@ -1,6 +1,6 @@
 """CMU Multi-PIE (Gross et al., 2010): expressions across poses, native 6 classes.
 
-shared/specs/datasets.md §12 and stse.md §4.3. The label space is Multi-PIE's own
+docs/datasets.md, 'CMU Multi-PIE', and docs/methods/stse.md. The label space is Multi-PIE's own
 (0 neutral, 1 smile, 2 surprise, 3 squint, 4 disgust, 5 scream), from the
 (session, recording) of each image; `canonical_label` gives the ferjax id where
 one exists (-1 for squint and scream). Default protocol (config pose7): the 7

@@ -1,6 +1,6 @@
 """RAF-DB basic (Li et al., CVPR 2017): 7-class aligned faces, train/test by name.
 
-shared/specs/datasets.md §1. Records are written in file-name order within each
+docs/datasets.md, 'RAF-DB'. Records are written in file-name order within each
 split (train_00001, ...; SLM-AEA's batch-dependent evaluation depends on it).
 """
 

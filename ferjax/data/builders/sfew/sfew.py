@@ -1,6 +1,6 @@
 """SFEW 2.0 (Dhall et al., 2011/2015): aligned faces from movie frames, 7 classes.
 
-shared/specs/datasets.md §5. Labels come only from the emotion folder name.
+docs/datasets.md, 'SFEW 2.0'. Labels come only from the emotion folder name.
 train = Train/Train_Aligned_Faces, validation = Val/Val_Aligned_Faces (the
 evaluation split; test labels are not public). Records are written in
 (emotion folder, file name) order.
