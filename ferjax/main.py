@@ -6,7 +6,8 @@ r"""Trains or evaluates a ferjax config.
   python -m ferjax.main --config=... --workdir=DIR --config.eval_only=True
 
 Rerunning the same command resumes from the latest checkpoint in the workdir.
-Mistakes in the command, config or data print one line and exit with status 2.
+Mistakes in the command, config or data print one line and exit with status 2;
+SIGINT (Ctrl-C) and SIGTERM print one line and exit with 130 and 143.
 """
 
 import sys
@@ -14,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ferjax import distributed, errors, train
+from ferjax import distributed, errors, stop_signals, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.",
@@ -30,13 +31,21 @@ def main(argv):
   try:
     distributed.initialize_from_flags()
     config = FLAGS.config
-    if config.eval_only:
-      train.evaluate(config, FLAGS.workdir)
-    else:
-      train.train_and_evaluate(config, FLAGS.workdir)
+    with stop_signals.stop_at_once():
+      if config.eval_only:
+        train.evaluate(config, FLAGS.workdir)
+      else:
+        train.train_and_evaluate(config, FLAGS.workdir)
   except errors.UserError as e:
     logging.flush()
     errors.exit_with(e)
+  except KeyboardInterrupt:  # Ctrl-C while joining the other processes.
+    print("ferjax: stopped by SIGINT", file=sys.stderr)
+    sys.exit(130)
+  except stop_signals.Interrupted as e:
+    logging.flush()
+    print(f"ferjax: {e}", file=sys.stderr)
+    sys.exit(e.exit_status)
   except errors.Preempted as e:
     print(f"ferjax: {e}", file=sys.stderr)
     sys.exit(143)

@@ -1,13 +1,15 @@
 """The training loop: sharded jitted steps, periodic evaluation, checkpoints.
 
 `train_and_evaluate(config, workdir)` trains with evaluation every
-`eval_every_epochs`, resumes from the latest checkpoint in `workdir/checkpoints`
-when there is one, saves every `checkpoint_every_steps`, on SIGTERM
-(preemption) and at the end, and writes `workdir/final_metrics.json`.
-`evaluate(config, workdir)` re-evaluates the latest or best checkpoint.
+`eval_every_epochs`, resumes from the newest readable checkpoint in
+`workdir/checkpoints` when there is one, saves every `checkpoint_every_steps`,
+before each evaluation, on SIGTERM (preemption) or SIGINT and at the end, and
+writes `workdir/final_metrics.json`. `evaluate(config, workdir)` re-evaluates
+the latest or best checkpoint. Both hold the workdir's lock (one run per
+workdir); docs/reliability.md describes the failure cases.
 """
 
-import signal
+import contextlib
 
 import flax
 import jax
@@ -22,7 +24,7 @@ from etils import epath
 from flax import nnx
 
 from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, run_config
-from ferjax import sharding
+from ferjax import sharding, stop_signals, workdir_lock
 from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
@@ -211,31 +213,34 @@ class _LossWatch:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming when possible), evaluates and writes final_metrics.json."""
   _check_workdir(workdir)
+  with workdir_lock.acquire(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   run_config.check_resumable(config, workdir)
   experiment = Experiment(config, workdir)
   checkpointer = checkpointing.Checkpointer(
       str(epath.Path(workdir) / "checkpoints"), keep=config.keep_checkpoints,
       best_metric=config.best_metric)
-  start_step = checkpointer.latest_step() or 0
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if jax.process_index() == 0:
     (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
   state = experiment.state
   iterator = experiment.train_iterator()
+  start_step, restored = checkpointer.restore_latest(experiment.abstract_state(), iterator)
   if start_step:
-    state = checkpointer.restore(start_step, experiment.abstract_state(), iterator)
-    experiment.state = state  # Frees the initial state's device memory.
+    state = experiment.state = restored  # Frees the initial state's device memory.
     logging.info("Resumed from step %d.", start_step)
+  start_step = start_step or 0
+  checkpointer.check_space()  # A full disk stops the run now, not at its first save.
   evaluator = evaluate_lib.Evaluator(experiment)
   total = experiment.num_train_steps
   report_progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
   watch = _LossWatch()
   last_saved = start_step or None
-  preempted = []
-  # Multi-process runs rely on JAX's own SIGTERM handler, synced across hosts through
-  # reached_preemption; a local flag could stop hosts at different steps.
-  previous = (signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
-              if jax.process_count() == 1 else None)
+  stop_signal_handling = contextlib.ExitStack()
+  stop_requests = stop_signal_handling.enter_context(stop_signals.stop_at_step_boundary())
   logging.info("Training %d steps (%d per epoch) on %d devices.", total,
                experiment.steps_per_epoch, jax.device_count())
   final = None
@@ -251,13 +256,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       eval_now = step == total or (
           epoch_end and (step // experiment.steps_per_epoch) % config.eval_every_epochs == 0)
       save_now = step == total or step % config.checkpoint_every_steps == 0 or eval_now
-      stop_now = bool(preempted) or checkpointer.manager.reached_preemption(step)
+      stop_now = bool(stop_requests) or checkpointer.manager.reached_preemption(step)
       if step % config.log_every_steps == 0 or save_now or stop_now:
         averages = watch.flush(last_saved)
         if averages:
           averages["learning_rate"] = float(experiment.schedule(step - 1))
           writer.write_scalars(step, {f"train/{k}": v for k, v in averages.items()})
-      eval_metrics = None
+      # Saved before evaluating (every eval step is a save step): a failing or killed
+      # evaluation loses no training. Its metrics rank the saved step afterwards.
+      if save_now or stop_now:
+        if not _all_finite(state.params):
+          raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
+        checkpointer.save(step, state, iterator)
+        last_saved = step
       if eval_now:
         with report_progress.timed("eval"):
           eval_metrics = evaluator.evaluate(state, step, write_reports=step == total)
@@ -265,19 +276,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           final = eval_metrics
         writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()
                                     if isinstance(v, float)})
-      if save_now or stop_now:
-        if not _all_finite(state.params):
-          raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
-        ranking = (None if eval_metrics is None else
-                   {config.best_metric: run_config.ranking_value(eval_metrics,
-                                                                 config.best_metric)})
-        checkpointer.save(step, state, iterator, metrics=ranking)
-        last_saved = step
+        checkpointer.rank(step, {name: run_config.ranking_value(eval_metrics, name)
+                                 for name in run_config.RANKING_METRICS})
       if stop_now:
         checkpointer.wait()
-        raise errors.Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved in "
-                        f"{workdir}/checkpoints. Rerun the same command to resume.")
+        how = stop_signals.name(stop_requests[0]) if stop_requests else "SIGTERM"
+        message = (f"stopped by {how} at step {step}; checkpoint saved in {workdir}/"
+                   "checkpoints. Rerun the same command to resume.")
+        if stop_requests:
+          raise stop_signals.Interrupted(stop_requests[0], message)
+        raise errors.Preempted(message)  # JAX's multi-process preemption sync.
     checkpointer.wait()
+    stop_signal_handling.close()  # From here on a signal stops the run at once.
     if final is None:  # Resumed from the last step's checkpoint: nothing left to train.
       final = evaluator.evaluate(state, step, write_reports=True)
     if config.objective.get("export_soft_labels"):
@@ -285,8 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.flush()
     return final
   finally:
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)
+    stop_signal_handling.close()
     checkpointer.close()
 
 
@@ -323,6 +332,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise errors.UserError("config.eval_checkpoint must be 'latest' or 'best', got "
                            f"{config.eval_checkpoint!r}")
   _check_workdir(workdir)
+  with workdir_lock.acquire(workdir):
+    return _evaluate(config, workdir)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpoint_dir = epath.Path(workdir) / "checkpoints"
   if not checkpointing.saved_steps(str(checkpoint_dir)):
     if not config.init_from:

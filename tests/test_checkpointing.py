@@ -8,8 +8,9 @@ from ferjax import checkpointing
 
 
 def _save(checkpointer, step, metrics, iterator):
-  checkpointer.save(step, {"w": np.full((2,), float(step), np.float32)}, iterator,
-                    metrics=metrics)
+  checkpointer.save(step, {"w": np.full((2,), float(step), np.float32)}, iterator)
+  if metrics is not None:
+    checkpointer.rank(step, metrics)
 
 
 def test_best_checkpoint_is_kept_and_found_after_a_restart(tmp_path):
