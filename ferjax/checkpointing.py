@@ -41,6 +41,7 @@ from ferjax import errors
 _METRICS_ITEM = "metrics"
 # Headroom over the last checkpoint's size (compression makes sizes vary a little).
 _SPACE_MARGIN = 1.1
+_TMP_MARK = ".orbax-checkpoint-tmp"  # In the names of Orbax's unfinished saves.
 _MAX_CAUSE_CHARS = 100
 _MAX_LOG_CHARS = 200
 
@@ -84,20 +85,23 @@ def is_out_of_space(error: BaseException | None) -> bool:
   return False
 
 
-class _DropOutOfSpaceTracebacks:
-  """absl log filter: Orbax's writer threads log every ENOSPC with its traceback.
+class _OrbaxLogFilter:
+  """Quiets two kinds of Orbax log records that mislead here.
 
-  The record (one line) stays; `Checkpointer` reports the failure itself.
+  - Its writer threads log every out-of-space error with a traceback; the record
+    stays, as one line, and `Checkpointer` reports the failure itself.
+  - "did not provide metrics" on every save: steps are ranked after they are
+    saved (`Checkpointer.rank`).
   """
 
   def filter(self, record) -> bool:
     if record.exc_info and is_out_of_space(record.exc_info[1]):
       record.msg, record.args = record.getMessage()[:_MAX_LOG_CHARS], ()
       record.exc_info = record.exc_text = None
-    return True
+    return "did not provide metrics" not in str(record.msg)
 
 
-_LOG_FILTER = _DropOutOfSpaceTracebacks()
+_LOG_FILTER = _OrbaxLogFilter()
 
 
 def _is_local(path: epath.Path) -> bool:
@@ -163,11 +167,11 @@ class Checkpointer:
 
   def save(self, step: int, state, data_iterator: grain.DatasetIterator) -> None:
     """Saves asynchronously; raises OutOfSpace if this or the previous save cannot fit."""
+    self.wait()  # Orbax waits for the previous save anyway; its failure surfaces here.
     self.check_space(step)
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=grain.checkpoint.CheckpointSave(data_iterator))
-    # A failure of the previous (asynchronous) save surfaces here.
-    with self._reporting_space(self._pending_step):
+    with self._reporting_space(step):
       self.manager.save(step, args=args, force=True)
     self._pending_step = step
 
@@ -250,7 +254,9 @@ class Checkpointer:
     if latest is None or not _is_local(self.directory) or jax.process_count() > 1:
       return
     needed = _size_bytes(self.directory / str(latest)) * _SPACE_MARGIN
-    free = shutil.disk_usage(self.directory).free
+    # Orbax removes interrupted saves' temporary directories in the background.
+    freeing = sum(_size_bytes(path) for path in self.directory.glob(f"*{_TMP_MARK}*"))
+    free = shutil.disk_usage(self.directory).free + freeing
     if free < needed:
       raise OutOfSpace(self._space_message(
           f"cannot save {'a checkpoint' if step is None else f'step {step}'}: "
@@ -258,8 +264,8 @@ class Checkpointer:
           f"took {needed / _SPACE_MARGIN / 2**20:.1f} MiB"))
 
   def _space_message(self, what: str) -> str:
-    latest = self.latest_step()
-    kept = (f"step {latest} is intact" if latest is not None else "no checkpoint was written")
+    complete = saved_steps(str(self.directory))  # Not a failed save's temporary directory.
+    kept = (f"step {complete[-1]} is intact" if complete else "no checkpoint was written")
     return (f"{self.directory} is out of disk space: {what}; {kept}. Free space and rerun "
             "the same command to resume")
 
