@@ -58,7 +58,8 @@ class _Cli:
 
   def finish(self, timeout: float = 300) -> int:
     self.process.wait(timeout)
-    self._reader.join(timeout)
+    # Surviving children of a killed run may hold the pipe open: no wait for its end.
+    self._reader.join(5.0)
     return self.process.returncode
 
   @property
