@@ -211,6 +211,8 @@ class Checkpointer:
     for step in steps:
       try:
         state = self._restore(step, abstract_state, data_iterator)
+      except errors.UserError:  # Not damage: a mistake that every step shares.
+        raise
       except Exception as e:  # pylint: disable=broad-exception-caught
         failures.append((step, e))
         continue
