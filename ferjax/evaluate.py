@@ -89,13 +89,13 @@ class Runner:
     keep = merged.pop("mask").astype(bool)
     return {k: v[keep] for k, v in merged.items()}
 
-  def evaluate(self, graphdef, model_state, objective_state, step: int, *,
-               final: bool) -> tuple[dict, nnx.State]:
-    """Runs every evaluator; returns (metrics, the model state to keep).
+  def prepare(self, graphdef, model_state, objective_state, step: int, *,
+              final: bool) -> evaluator_registry.EvalContext:
+    """Starts an evaluation: its context, after every evaluator's `prepare` hook.
 
-    The model state changes when an evaluator's `prepare` stores a statistic
-    in it. With `final`, evaluators write their reports and the metrics go to
-    workdir/final_metrics.json.
+    `context.model_state` is then the model state to keep (and to save: a hook
+    may store a statistic in it, as `aea` stores the train-set feature mean).
+    With `final`, evaluators write their reports.
     """
     config = self.config
     self._objective_state = objective_state
@@ -105,11 +105,17 @@ class Runner:
         eval_split_name=config.dataset.eval_split,
         eval_split=self.splits[config.dataset.eval_split], train_split=self.train_split,
         graphdef=graphdef, model_state=model_state, predict=self.predict)
-    kept_state = model_state
     for evaluator in self.evaluators.values():
       if hasattr(evaluator, "prepare"):
         context.graphdef, context.model_state = evaluator.prepare(context)
-        kept_state = context.model_state
+    return context
+
+  def evaluate(self, context: evaluator_registry.EvalContext) -> dict:
+    """Predicts every eval split and runs the evaluators on a `prepare`d context.
+
+    With `context.final` the metrics also go to workdir/final_metrics.json.
+    """
+    config, step, final = self.config, context.step, context.final
     keys = tuple(dict.fromkeys(key for e in self.evaluators.values() for key in e.needs))
     outputs_keys = tuple(key for key in keys if key not in config.dataset.metadata)
     for name, split in self.splits.items():
@@ -128,4 +134,4 @@ class Runner:
         f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if final and context.is_writer:
       metrics_lib.write_json(str(epath.Path(self.workdir) / "final_metrics.json"), metrics)
-    return metrics, kept_state
+    return metrics

@@ -9,7 +9,8 @@ Installed as `ferjax-train`, and as `ferjax-eval` (the same with eval_only).
 msfe, slm_aea, stse_resnet50), each with an optional `:ARG`; every config has
 a `:smoke` variant, a CPU check that the method trains.
 Rerunning the same command resumes from the latest checkpoint in the workdir.
-Mistakes in the command, config or data print one line and exit with status 2.
+Mistakes in the command, config or data print one line and exit with status 2;
+SIGINT (Ctrl-C) and SIGTERM print one line and exit with 130 and 143.
 """
 
 import functools
@@ -31,7 +32,7 @@ def main(argv: list[str], *, evaluate_only: bool = False) -> None:
   if len(argv) > 1:
     errors.exit_with(f"unexpected arguments: {' '.join(argv[1:])}")
   # The ML stack (JAX, TensorFlow, Orbax) loads inside, not at import: --help stays fast.
-  from ferjax import run_config  # pylint: disable=g-import-not-at-top
+  from ferjax import run_config, stop_signals  # pylint: disable=g-import-not-at-top
   try:
     config = FLAGS.config
     evaluate_only = evaluate_only or config.eval_only
@@ -44,13 +45,21 @@ def main(argv: list[str], *, evaluate_only: bool = False) -> None:
     distributed.initialize_from_flags()
     # Imported after the checks: ferjax.train pulls in TensorFlow (seconds).
     from ferjax import train  # pylint: disable=g-import-not-at-top
-    if evaluate_only:
-      train.evaluate(config, workdir)
-    else:
-      train.train_and_evaluate(config, workdir)
+    with stop_signals.stop_at_once():
+      if evaluate_only:
+        train.evaluate(config, workdir)
+      else:
+        train.train_and_evaluate(config, workdir)
   except errors.UserError as e:
     logging.flush()
     errors.exit_with(e)
+  except KeyboardInterrupt:  # Ctrl-C while joining the other processes.
+    print("ferjax: stopped by SIGINT", file=sys.stderr)
+    sys.exit(130)
+  except stop_signals.Interrupted as e:
+    logging.flush()
+    print(f"ferjax: {e}", file=sys.stderr)
+    sys.exit(e.exit_status)
   except errors.Preempted as e:
     print(f"ferjax: {e}", file=sys.stderr)
     sys.exit(143)

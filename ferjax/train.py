@@ -1,13 +1,15 @@
 """The training loop: sharded jitted steps, periodic evaluation, checkpoints.
 
 `train_and_evaluate(config, workdir)` trains with evaluation every
-`eval_every_epochs`, resumes from the latest checkpoint in `workdir/checkpoints`
-when there is one, saves every `checkpoint_every_steps`, on SIGTERM
-(preemption) and at the end, and writes `workdir/final_metrics.json`.
-`evaluate(config, workdir)` re-evaluates the latest or best checkpoint.
+`eval_every_epochs`, resumes from the newest readable checkpoint in
+`workdir/checkpoints` when there is one, saves every `checkpoint_every_steps`,
+before each evaluation, on SIGTERM (preemption) or SIGINT and at the end, and
+writes `workdir/final_metrics.json`. `evaluate(config, workdir)` re-evaluates
+the latest or best checkpoint. Both hold the workdir's lock (one run per
+workdir); docs/reliability.md describes the failure cases.
 """
 
-import signal
+import contextlib
 
 import flax
 import jax
@@ -22,7 +24,7 @@ from etils import epath
 from flax import nnx
 
 from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, run_config
-from ferjax import sharding
+from ferjax import sharding, stop_signals, workdir_lock
 from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
@@ -204,15 +206,28 @@ class Experiment:
     except ValueError as e:
       raise errors.UserError(str(e)) from None
 
-  def evaluate(self, runner: evaluate_lib.Runner, state: TrainState, step: int, *,
-               final: bool) -> tuple[dict, TrainState]:
-    """Runs the evaluators; the returned state keeps what they stored in the model state."""
+  def prepare_eval(self, runner: evaluate_lib.Runner, state: TrainState, step: int, *,
+                   final: bool) -> tuple[Any, TrainState]:
+    """Runs the evaluators' `prepare` hooks: (eval context, the state to keep and save)."""
     try:
-      metrics, model_state = runner.evaluate(self.model_graphdef, state.model,
-                                             state.objective, step, final=final)
+      context = runner.prepare(self.model_graphdef, state.model, state.objective, step,
+                               final=final)
     except ValueError as e:
       raise errors.UserError(str(e).splitlines()[0]) from None
-    return metrics, state.replace(model=model_state)
+    return context, state.replace(model=context.model_state)
+
+  def finish_eval(self, runner: evaluate_lib.Runner, context: Any) -> dict:
+    """Runs the evaluators on a prepared context: the eval metrics."""
+    try:
+      return runner.evaluate(context)
+    except ValueError as e:
+      raise errors.UserError(str(e).splitlines()[0]) from None
+
+  def evaluate(self, runner: evaluate_lib.Runner, state: TrainState, step: int, *,
+               final: bool) -> tuple[dict, TrainState]:
+    """Prepares and runs the evaluators: (metrics, the state with what they stored)."""
+    context, state = self.prepare_eval(runner, state, step, final=final)
+    return self.finish_eval(runner, context), state
 
 
 @jax.jit
@@ -257,33 +272,36 @@ class _LossWatch:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming when possible), evaluates and writes final_metrics.json."""
   _check_workdir(workdir)
+  with workdir_lock.acquire(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   run_config.check_resumable(config, workdir)
   experiment = Experiment(config, workdir)
   checkpointer = checkpointing.Checkpointer(
       str(epath.Path(workdir) / "checkpoints"), keep=config.keep_checkpoints,
       best_metric=config.best_metric)
-  start_step = checkpointer.latest_step() or 0
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if jax.process_index() == 0:
     (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
   state = experiment.state
   iterator = experiment.train_iterator()
+  start_step, restored = checkpointer.restore_latest(
+      experiment.abstract_state(), iterator, last_step=experiment.num_train_steps)
   if start_step:
-    # Past a (lowered) num_epochs the stream has no position to restore: only re-evaluate.
-    state = experiment.restore(checkpointer, start_step,
-                               iterator if start_step < experiment.num_train_steps else None)
-    experiment.state = state  # Frees the initial state's device memory.
+    # Assigned to the experiment too: frees the initial state's device memory.
+    state = experiment.state = TrainState(**restored)
     logging.info("Resumed from step %d.", start_step)
+  start_step = start_step or 0
+  checkpointer.check_space()  # A full disk stops the run now, not at its first save.
   runner = experiment.make_runner()
   total = experiment.num_train_steps
   report_progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
   watch = _LossWatch()
   last_saved = start_step or None
-  preempted = []
-  # Multi-process runs rely on JAX's own SIGTERM handler, synced across hosts through
-  # reached_preemption; a local flag could stop hosts at different steps.
-  previous = (signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
-              if jax.process_count() == 1 else None)
+  stop_signal_handling = contextlib.ExitStack()
+  stop_requests = stop_signal_handling.enter_context(stop_signals.stop_at_step_boundary())
   logging.info("Training %d steps (%d per epoch) on %d devices.", total,
                experiment.steps_per_epoch, jax.device_count())
   final = None
@@ -299,33 +317,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       eval_now = step == total or (
           epoch_end and (step // experiment.steps_per_epoch) % config.eval_every_epochs == 0)
       save_now = step == total or step % config.checkpoint_every_steps == 0 or eval_now
-      stop_now = bool(preempted) or checkpointer.manager.reached_preemption(step)
+      stop_now = bool(stop_requests) or checkpointer.manager.reached_preemption(step)
       if step % config.log_every_steps == 0 or save_now or stop_now:
         averages = watch.flush(last_saved)
         if averages:
           averages["learning_rate"] = float(experiment.schedule(step - 1))
           writer.write_scalars(step, {f"train/{k}": v for k, v in averages.items()})
-      eval_metrics = None
+      # Saved before evaluating (every eval step is a save step): a failing or killed
+      # evaluation loses no training. Its metrics rank the saved step afterwards. The
+      # evaluators' `prepare` hooks run first: what they store in the model state (AEA's
+      # feature mean) belongs in the checkpoint.
       if eval_now:
         with report_progress.timed("eval"):
-          eval_metrics, state = experiment.evaluate(runner, state, step, final=step == total)
+          eval_context, state = experiment.prepare_eval(runner, state, step,
+                                                        final=step == total)
+      if save_now or stop_now:
+        if not _all_finite(state.model):
+          raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
+        checkpointer.save(step, state.to_dict(), iterator)
+        last_saved = step
+      if eval_now:
+        with report_progress.timed("eval"):
+          eval_metrics = experiment.finish_eval(runner, eval_context)
         if step == total:
           final = eval_metrics
         writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()
                                     if isinstance(v, float)})
-      if save_now or stop_now:
-        if not _all_finite(state.model):
-          raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
-        ranking = (None if eval_metrics is None else
-                   {config.best_metric: run_config.ranking_value(eval_metrics,
-                                                                 config.best_metric)})
-        checkpointer.save(step, state.to_dict(), iterator, metrics=ranking)
-        last_saved = step
+        checkpointer.rank(step, {name: run_config.ranking_value(eval_metrics, name)
+                                 for name in run_config.RANKING_METRICS})
       if stop_now:
         checkpointer.wait()
-        raise errors.Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved in "
-                        f"{workdir}/checkpoints. Rerun the same command to resume.")
+        how = stop_signals.name(stop_requests[0]) if stop_requests else "SIGTERM"
+        message = (f"stopped by {how} at step {step}; checkpoint saved in {workdir}/"
+                   "checkpoints. Rerun the same command to resume.")
+        if stop_requests:
+          raise stop_signals.Interrupted(stop_requests[0], message)
+        raise errors.Preempted(message)  # JAX's multi-process preemption sync.
     checkpointer.wait()
+    stop_signal_handling.close()  # From here on a signal stops the run at once.
     if final is None:  # Resumed from the last step's checkpoint: nothing left to train.
       final, state = experiment.evaluate(runner, state, step, final=True)
     objective = nnx.merge(experiment.objective_graphdef, state.objective)
@@ -334,8 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.flush()
     return final
   finally:
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)
+    stop_signal_handling.close()
     checkpointer.close()
 
 
@@ -350,6 +378,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            f"{config.eval_checkpoint!r}")
   _check_workdir(workdir)
   run_config.check_evaluable(config, workdir)
+  with workdir_lock.acquire(workdir):
+    return _evaluate(config, workdir)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpoint_dir = epath.Path(workdir) / "checkpoints"
   if not checkpointing.saved_steps(str(checkpoint_dir)):
     if not config.init_from:
