@@ -264,6 +264,8 @@ class Checkpointer:
     """Restores `step` into the shapes/shardings of `abstract_state` (and the iterator)."""
     try:
       return self._restore(step, abstract_state, data_iterator)
+    except errors.UserError:
+      raise
     except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
       raise errors.UserError(f"checkpoint {self.directory / str(step)} cannot be read "
                              f"({short_cause(e)})") from None

@@ -1,8 +1,8 @@
 """ferjax's import graph: no circles, and no module imports a higher layer.
 
 Layers, lowest first (a module may import its own package and lower layers):
-errors/config_args; data, models, metrics, sharding, model_inputs,
-checkpointing, distributed; objectives, evaluators, optim, convert,
+errors/config_args; paths, configs, stop_signals, workdir_lock; cli, data, models, metrics, sharding, model_inputs,
+checkpointing, distributed; objectives, evaluators, optim, convert;
 run_config; evaluate; train; main, bench, folds (entry points).
 """
 
@@ -13,8 +13,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LAYERS = (
     ("errors", "config_args"),
-    ("data", "models", "metrics", "sharding", "model_inputs", "checkpointing", "distributed"),
-    ("objectives", "evaluators", "optim", "convert", "run_config"),
+    ("paths", "configs", "stop_signals", "workdir_lock"),
+    ("cli", "data", "models", "metrics", "sharding", "model_inputs", "checkpointing", "distributed"),
+    ("objectives", "evaluators", "optim", "convert"),
+    ("run_config",),
     ("evaluate",),
     ("train",),
     ("main", "bench", "folds"),
