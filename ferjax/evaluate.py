@@ -85,8 +85,8 @@ class Evaluator:
     result["confusion_matrix"] = confusion.tolist()
     return result
 
-  def evaluate(self, state, step: int, *, write_reports: bool) -> dict:
-    """Metrics of the main eval split (+ `splits` for the extra ones); with
+  def evaluate(self, state, step: int, *, write_reports: bool, extra: dict | None = None) -> dict:
+    """Metrics of the main eval split (+ `splits` for the extra ones, + `extra`); with
     `write_reports`, also the PNG/JSON reports and `final_metrics.json`."""
     config = self.experiment.config
     class_names = self.experiment.class_names
@@ -101,6 +101,7 @@ class Evaluator:
                 dataset=config.dataset.name, class_names=list(class_names))
     if results:
       main["splits"] = results
+    main.update(extra or {})
     logging.info("eval at step %d: WAR %.4f UAR %.4f", step, main["war"], main["uar"])
     if not write_reports:
       return main

@@ -23,8 +23,8 @@ RANKING_METRICS = ("war", "uar", "war_plus_uar")
 RESUME_INVARIANTS = ("seed", "batch_size", "train_drop_remainder", "dataset.name",
                      "dataset.train_split", "dataset.num_classes", "dataset.label_key",
                      "dataset.fold", "dataset.min_frames", "model", "objective.name",
-                     "optimizer.name", "input.image_size", "input.num_frames",
-                     "input.num_segments")
+                     "optimizer.name", "optimizer.accumulate_steps", "ema.decay",
+                     "input.image_size", "input.num_frames", "input.num_segments")
 RESUME_FREE = ("model.dtype",)
 
 

@@ -21,8 +21,8 @@ from clu import metrics as clu_metrics
 from etils import epath
 from flax import nnx
 
-from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, run_config
-from ferjax import sharding
+from ferjax import checkpointing, ema as ema_lib, errors, evaluate as evaluate_lib, mix
+from ferjax import model_inputs, run_config, sharding
 from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
@@ -45,6 +45,7 @@ class TrainState:
   params: nnx.State
   rest: nnx.State       # BatchNorm statistics and objective state (label tables, centers)
   opt_state: optax.OptState
+  ema: nnx.State | None = None   # EMA of the model's variables (config.ema), or None
 
 
 def masked_accuracy(scores: jax.Array, batch: dict) -> jax.Array:
@@ -52,14 +53,26 @@ def masked_accuracy(scores: jax.Array, batch: dict) -> jax.Array:
   return jnp.sum(correct) / jnp.maximum(jnp.sum(batch["mask"]), 1)
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, input_config):
-  """One optimisation step on a global batch; returns the new state and scalars."""
+def make_train_step(graphdef, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict, num_classes: int):
+  """One step on a global (micro-)batch; returns the new state and scalars.
+
+  With `config.optimizer.accumulate_steps` = n, `tx` updates the parameters
+  every n-th step; objectives see the update count, and the EMA moves after
+  each update.
+  """
+  accumulate = config.optimizer.accumulate_steps
+  mixer = mix.make_mixer(config.input, num_classes, config.seed)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    if mixer is not None:
+      batch = mixer(batch, state.step)
+    update_step = state.step // accumulate
+
     def loss_fn(params, rest):
       model, objective = nnx.merge(graphdef, params, rest, copy=True)
-      outputs = model_inputs.forward(model, batch, input_config, train=True)
-      loss, metrics = objective(outputs, batch, state.step)
+      outputs = model_inputs.forward(model, batch, config.input, train=True)
+      loss, metrics = objective(outputs, batch, update_step)
       return loss, (outputs, metrics, nnx.state((model, objective), nnx.Not(nnx.Param)))
 
     (loss, (outputs, metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -68,11 +81,15 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, input_config):
     params = optax.apply_updates(state.params, updates)
     model, objective = nnx.merge(graphdef, params, rest, copy=True)
     outputs = jax.lax.stop_gradient(outputs)
-    objective.update(outputs, batch, state.step)
+    objective.update(outputs, batch, update_step)
     accuracy = masked_accuracy(objective.predict(outputs), batch)
     rest = nnx.state((model, objective), nnx.Not(nnx.Param))
+    ema = state.ema
+    if ema is not None:
+      ema = ema_lib.update(ema, nnx.state(model), config.ema.decay,
+                           updated=(state.step + 1) % accumulate == 0)
     metrics = {"loss": loss, "accuracy": accuracy, **metrics}
-    return TrainState(state.step + 1, params, rest, opt_state), metrics
+    return TrainState(state.step + 1, params, rest, opt_state, ema), metrics
 
   return train_step
 
@@ -95,23 +112,29 @@ class Experiment:
     self.class_names = self.train_split.class_names
     self.num_classes = data.num_classes
     self.drop_remainder = config.train_drop_remainder
+    self.accumulate_steps = optim.check_accumulation(config)
     self.steps_per_epoch = pipeline.steps_per_epoch(
-        len(self.train_split), config.batch_size, self.drop_remainder)
+        len(self.train_split), config.batch_size, self.drop_remainder, self.accumulate_steps)
     self.num_train_steps = self.steps_per_epoch * config.num_epochs
     model, objective = self._build_modules()
+    mix.check_config(config.input, objective)
+    ema_lib.check_config(config.ema)
+    ema = ema_lib.init(nnx.state(model)) if ema_lib.enabled(config.ema) else None
     self.graphdef, params, rest = nnx.split((model, objective), nnx.Param, ...)
     try:
-      self.schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
-                                          self.steps_per_epoch, config.num_epochs)
+      # The schedule counts optimizer updates.
+      self.schedule = optim.make_schedule(
+          config.schedule, config.optimizer.learning_rate,
+          self.steps_per_epoch // self.accumulate_steps, config.num_epochs)
       self.tx = optim.make_optimizer(config, self.schedule, params)
     except ValueError as e:
       raise errors.UserError(str(e)) from None
-    params, rest = sharding.to_global_replicated((params, rest), self.mesh)
+    params, rest, ema = sharding.to_global_replicated((params, rest, ema), self.mesh)
     replicated = sharding.replicated(self.mesh)
     opt_state = jax.jit(self.tx.init, out_shardings=replicated)(params)
     step = sharding.to_global_replicated(np.zeros((), np.int32), self.mesh)
-    self.state = TrainState(step, params, rest, opt_state)
-    self.train_step = jax.jit(make_train_step(self.graphdef, self.tx, config.input),
+    self.state = TrainState(step, params, rest, opt_state, ema)
+    self.train_step = jax.jit(make_train_step(self.graphdef, self.tx, config, self.num_classes),
                               in_shardings=(replicated, sharding.batch_sharding(self.mesh)),
                               out_shardings=(replicated, replicated), donate_argnums=0)
 
@@ -154,7 +177,8 @@ class Experiment:
     if self.config.objective.name != "soft_label_mining":
       return {}
     train_labels = self.train_split.column(self.config.dataset.label_key)
-    return {"train_labels": train_labels, "steps_per_epoch": self.steps_per_epoch}
+    return {"train_labels": train_labels,
+            "steps_per_epoch": self.steps_per_epoch // self.accumulate_steps}
 
   def train_iterator(self):
     loader = pipeline.BatchLoader(self.train_split, self.config, train=True,
@@ -255,16 +279,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step % config.log_every_steps == 0 or save_now or stop_now:
         averages = watch.flush(last_saved)
         if averages:
-          averages["learning_rate"] = float(experiment.schedule(step - 1))
+          averages["learning_rate"] = float(
+              experiment.schedule((step - 1) // experiment.accumulate_steps))
           writer.write_scalars(step, {f"train/{k}": v for k, v in averages.items()})
       eval_metrics = None
       if eval_now:
         with report_progress.timed("eval"):
-          eval_metrics = evaluator.evaluate(state, step, write_reports=step == total)
+          eval_metrics = _evaluate(evaluator, experiment, state, step,
+                                   write_reports=step == total)
         if step == total:
           final = eval_metrics
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()
-                                    if isinstance(v, float)})
+        writer.write_scalars(step, _eval_scalars(eval_metrics))
       if save_now or stop_now:
         if not _all_finite(state.params):
           raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
@@ -279,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         f"{workdir}/checkpoints. Rerun the same command to resume.")
     checkpointer.wait()
     if final is None:  # Resumed from the last step's checkpoint: nothing left to train.
-      final = evaluator.evaluate(state, step, write_reports=True)
+      final = _evaluate(evaluator, experiment, state, step, write_reports=True)
     if config.objective.get("export_soft_labels"):
       _export_soft_labels(experiment, state)
     writer.flush()
@@ -288,6 +313,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if previous is not None:
       signal.signal(signal.SIGTERM, previous)
     checkpointer.close()
+
+
+def with_model_state(graphdef, state: TrainState, model_state: nnx.State) -> TrainState:
+  """`state` with the model's variables replaced by `model_state` (e.g. its EMA)."""
+  # copy: merge would otherwise share the Variables of `state`, and update would change it.
+  model, objective = nnx.merge(graphdef, state.params, state.rest, copy=True)
+  nnx.update(model, model_state)
+  _, params, rest = nnx.split((model, objective), nnx.Param, ...)
+  return state.replace(params=params, rest=rest)
+
+
+def _evaluate(evaluator: evaluate_lib.Evaluator, experiment: Experiment, state: TrainState,
+              step: int, *, write_reports: bool) -> dict:
+  """Metrics of the weights and, with an EMA, of the EMA weights under `ema`."""
+  extra = {}
+  if state.ema is not None:
+    ema_metrics = evaluator.evaluate(with_model_state(experiment.graphdef, state, state.ema),
+                                     step, write_reports=False)
+    extra["ema"] = {k: v for k, v in ema_metrics.items() if k not in _EVAL_BOOKKEEPING}
+  return evaluator.evaluate(state, step, write_reports=write_reports, extra=extra)
+
+
+_EVAL_BOOKKEEPING = ("step", "split", "dataset", "class_names")
+
+
+def _eval_scalars(eval_metrics: dict) -> dict[str, float]:
+  """`eval/war`, ..., `eval/ema/war`, ... for TensorBoard."""
+  scalars = {f"eval/{k}": v for k, v in eval_metrics.items() if isinstance(v, float)}
+  scalars.update({f"eval/ema/{k}": v for k, v in eval_metrics.get("ema", {}).items()
+                  if isinstance(v, float)})
+  return scalars
 
 
 def _export_soft_labels(experiment: Experiment, state: TrainState) -> None:
@@ -329,7 +385,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise errors.UserError(f"no checkpoints in {checkpoint_dir}: train first, check "
                              "--workdir, or give --config.init_from")
     experiment = Experiment(config, workdir)
-    return evaluate_lib.Evaluator(experiment).evaluate(experiment.state, 0, write_reports=True)
+    return _evaluate(evaluate_lib.Evaluator(experiment), experiment, experiment.state, 0,
+                     write_reports=True)
   experiment = Experiment(config, workdir)
   checkpointer = checkpointing.Checkpointer(str(checkpoint_dir), keep=config.keep_checkpoints,
                                             best_metric=config.best_metric)
@@ -339,6 +396,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step is None:
       raise errors.UserError(f"no {config.eval_checkpoint} checkpoint in {checkpoint_dir}")
     state = checkpointer.restore(step, experiment.abstract_state(), None)
-    return evaluate_lib.Evaluator(experiment).evaluate(state, step, write_reports=True)
+    if config.eval_ema:
+      if state.ema is None:
+        raise errors.UserError("config.eval_ema=True needs a run trained with config.ema.decay > 0")
+      state = with_model_state(experiment.graphdef, state, state.ema).replace(ema=None)
+    return _evaluate(evaluate_lib.Evaluator(experiment), experiment, state, step,
+                     write_reports=True)
   finally:
     checkpointer.close()
