@@ -70,3 +70,53 @@ def test_ema_centers_move_once_per_update_like_the_large_batch():
   np.testing.assert_allclose(jnp.mean(jnp.stack(micro_losses)), large_loss, rtol=1e-5)
   # The next update starts from empty sums.
   assert float(micro.pending_batches[...]) == 0 and not np.any(micro.pending_sums[...])
+
+
+class _Linear(nnx.Module):
+  """A classifier without BatchNorm: logits = flatten(x) W + b."""
+
+  def __init__(self, in_features: int, num_classes: int, rngs: nnx.Rngs):
+    self.dense = nnx.Linear(in_features, num_classes, rngs=rngs)
+
+  def __call__(self, x, *, train: bool):
+    del train
+    features = x.reshape(x.shape[0], -1)
+    return {"logits": self.dense(features), "features": features}
+
+
+def _train(config, batches, accumulate_steps: int):
+  """Params after feeding `batches` through train.make_train_step."""
+  from ferjax import optim, train  # pylint: disable=g-import-not-at-top
+  from ferjax.objectives import cross_entropy  # pylint: disable=g-import-not-at-top
+  config.optimizer.accumulate_steps = accumulate_steps
+  model = _Linear(4 * 4 * 3, 3, nnx.Rngs(0))
+  graphdef, params, rest = nnx.split((model, cross_entropy.CrossEntropy(3, 0.1)), nnx.Param,
+                                     ...)
+  schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
+                                 steps_per_epoch=2, num_epochs=2)
+  tx = optim.make_optimizer(config, schedule, params)
+  state = train.TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
+  step = jax.jit(train.make_train_step(graphdef, tx, config, 3))
+  for batch in batches:
+    state, _ = step(state, batch)
+  return jax.tree.leaves(state.params)
+
+
+def test_four_micro_batches_of_8_give_the_update_of_one_batch_of_32():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.optimizer.update(name="sgd", learning_rate=0.5, momentum=0.9, weight_decay=1e-2,
+                          grad_clip_norm=1.0)
+  config.schedule.update(name="cosine", warmup_epochs=0.5)
+  config.input.update(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+  rng = np.random.default_rng(0)
+  large = [{"image": jnp.asarray(rng.integers(0, 256, (32, 4, 4, 3)), jnp.uint8),
+            "label": jnp.asarray(rng.integers(0, 3, 32)), "mask": jnp.ones((32,), bool)}
+           for _ in range(3)]
+  micro = [part for batch in large for part in _micro_batches(batch, 4)]
+  expected = _train(config, large, 1)
+  for got, want in zip(_train(config, micro, 4), expected, strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # The updates did move the parameters (three different learning rates).
+  start = _train(config, [], 1)
+  assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(expected, start))
