@@ -35,7 +35,8 @@ def enabled(input_config: ml_collections.ConfigDict) -> bool:
   return input_config.mixup_alpha > 0 or input_config.cutmix_alpha > 0
 
 
-def check_config(input_config: ml_collections.ConfigDict, objective) -> None:
+def check_config(input_config: ml_collections.ConfigDict, objective,
+                 objective_name: str) -> None:
   """Raises errors.UserError for out-of-range settings or an objective that needs hard labels.
 
   An objective declares `needs_hard_labels = True` when its math is defined
@@ -49,8 +50,8 @@ def check_config(input_config: ml_collections.ConfigDict, objective) -> None:
       raise errors.UserError(f"config.input.{name} must lie in [0, 1], got {input_config[name]}")
   if enabled(input_config) and getattr(objective, "needs_hard_labels", False):
     raise errors.UserError(
-        f"config.input.mixup_alpha/cutmix_alpha: the objective {type(objective).__name__} "
-        "trains on one hard label per example and cannot take mixed targets; set both to 0")
+        f"config.input.mixup_alpha/cutmix_alpha: the objective {objective_name!r} trains on "
+        "one hard label per example and cannot take mixed targets; set both to 0")
 
 
 def mixed_targets(labels: jax.Array, lam: jax.Array, num_classes: int) -> jax.Array:

@@ -117,7 +117,7 @@ class Experiment:
         len(self.train_split), config.batch_size, self.drop_remainder, self.accumulate_steps)
     self.num_train_steps = self.steps_per_epoch * config.num_epochs
     model, objective = self._build_modules()
-    mix.check_config(config.input, objective)
+    mix.check_config(config.input, objective, config.objective.name)
     ema_lib.check_config(config.ema)
     ema = ema_lib.init(nnx.state(model)) if ema_lib.enabled(config.ema) else None
     self.graphdef, params, rest = nnx.split((model, objective), nnx.Param, ...)

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import TINY_IMAGE_OVERRIDES  # pylint: disable=g-bad-import-order
 from ferjax import errors, mix
 from ferjax.objectives import cross_entropy
 
@@ -97,10 +98,21 @@ def test_objectives_that_need_hard_labels_refuse_mixing():
   class HardLabels:
     needs_hard_labels = True
 
-  with pytest.raises(errors.UserError, match="cutmix_alpha"):
-    mix.check_config(_input_config(cutmix_alpha=1.0), HardLabels())
-  mix.check_config(_input_config(), HardLabels())
-  mix.check_config(_input_config(mixup_alpha=0.2), cross_entropy.CrossEntropy(7))
+  with pytest.raises(errors.UserError, match="'hard'.*cutmix_alpha|cutmix_alpha.*'hard'"):
+    mix.check_config(_input_config(cutmix_alpha=1.0), HardLabels(), "hard")
+  mix.check_config(_input_config(), HardLabels(), "hard")
+  mix.check_config(_input_config(mixup_alpha=0.2), cross_entropy.CrossEntropy(7), "ce")
   with pytest.raises(errors.UserError, match="mix_switch_prob"):
     mix.check_config(_input_config(mixup_alpha=0.2, mix_switch_prob=1.5),
-                     cross_entropy.CrossEntropy(7))
+                     cross_entropy.CrossEntropy(7), "ce")
+
+
+def test_soft_label_mining_refuses_mixup_in_one_line(ferjax_cli, tmp_path):
+  workdir = tmp_path / "slm"
+  result = ferjax_cli(["--config=configs/slm_aea.py:synthetic", f"--workdir={workdir}",
+                       *TINY_IMAGE_OVERRIDES, "--config.input.mixup_alpha=0.2"], check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = result.stderr.splitlines()
+  assert [l for l in lines if l.startswith("ferjax: error:")] == lines[-1:]
+  assert "'soft_label_mining'" in lines[-1] and "mixup_alpha" in lines[-1]
+  assert not (workdir / "checkpoints").exists()
