@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.std = (0.229, 0.224, 0.225)
   config.input.num_frames = 16                   # clips: frames per sample
   config.input.num_segments = 8                  # clips: segments x (num_frames/num_segments)
-  config.input.mixup_alpha = 0.0                 # Mixup Beta(a, a) on the batch (0 = off); ferjax.mix
+  config.input.mixup_alpha = 0.0                 # Mixup lam ~ Beta(a, a) (0 = off); ferjax.mix
   config.input.cutmix_alpha = 0.0                # CutMix Beta(a, a) box (0 = off)
   config.input.mix_prob = 1.0                    # probability that a step's batch is mixed
   config.input.mix_switch_prob = 0.5             # P(CutMix) when both alphas are positive
@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.min_learning_rate = 0.0
 
   config.ema = ml_collections.ConfigDict()
-  config.ema.decay = 0.0                         # EMA of the weights per update (0 = off); ferjax.ema
+  config.ema.decay = 0.0                         # weight EMA per update (0 = off); ferjax.ema
 
   config.batch_size = 64                         # global, over all processes and devices
   config.eval_batch_size = 128

@@ -54,3 +54,9 @@ def update(ema_state, model_state, decay: float, updated: jax.Array | bool = Tru
     return jnp.where(updated, moved, average).astype(average.dtype)
 
   return jax.tree.map(step, ema_state, model_state)
+
+
+def metrics_of(eval_metrics: dict) -> dict:
+  """An evaluation's metrics without its bookkeeping (step, split, dataset, class names)."""
+  return {k: v for k, v in eval_metrics.items()
+          if k not in ("step", "split", "dataset", "class_names")}
