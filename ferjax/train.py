@@ -156,7 +156,7 @@ class Experiment:
       objective = objective_registry.build_objective(
           config.objective, num_classes=self.num_classes, feature_dim=feature_dim,
           num_train_examples=self.train_split.num_records, rngs=rngs,
-          **self._objective_inputs())
+          accumulate_steps=self.accumulate_steps, **self._objective_inputs())
     except (ValueError, FileNotFoundError, ImportError) as e:
       raise errors.UserError(str(e).splitlines()[0]) from None
     return model, objective

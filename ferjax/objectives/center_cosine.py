@@ -180,7 +180,8 @@ class CenterCosine(nnx.Module):
 
 
 def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int,
-                feature_dim: int, num_train_examples: int, rngs: nnx.Rngs) -> CenterCosine:
+                feature_dim: int, num_train_examples: int, rngs: nnx.Rngs,
+                accumulate_steps: int = 1) -> CenterCosine:
   """Builds the objective from `config.objective.ccl.*`."""
   del num_train_examples
   ccl = objective_config.ccl
@@ -188,4 +189,5 @@ def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int
                       margin=ccl.margin, weight=ccl.weight, pull_weight=ccl.pull_weight,
                       inter_weight=ccl.inter_weight, use_ce_head=ccl.use_ce_head,
                       center_update=ccl.center_update, ema_rate=ccl.ema_rate,
-                      predict_with=ccl.predict_with, rngs=rngs)
+                      predict_with=ccl.predict_with, accumulate_steps=accumulate_steps,
+                      rngs=rngs)

@@ -44,6 +44,7 @@ class CrossEntropy(nnx.Module):
 
 
 def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int,
-                feature_dim: int, num_train_examples: int, rngs: nnx.Rngs) -> CrossEntropy:
-  del feature_dim, num_train_examples, rngs
+                feature_dim: int, num_train_examples: int, rngs: nnx.Rngs,
+                accumulate_steps: int = 1) -> CrossEntropy:
+  del feature_dim, num_train_examples, rngs, accumulate_steps  # Stateless.
   return CrossEntropy(num_classes, objective_config.get("label_smoothing", 0.0))

@@ -176,7 +176,8 @@ class SoftLabelMining(nnx.Module):
 def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int,
                 feature_dim: int, num_train_examples: int, rngs: nnx.Rngs,
                 train_labels: np.ndarray | None = None,
-                steps_per_epoch: int | None = None) -> SoftLabelMining:
+                steps_per_epoch: int | None = None,
+                accumulate_steps: int = 1) -> SoftLabelMining:
   """SLM from `config.objective` (`k`, `p`, `lam`, `alpha`, `beta`, `steps_per_epoch`).
 
   Args:
@@ -200,7 +201,8 @@ def from_config(objective_config: ml_collections.ConfigDict, *, num_classes: int
   return SoftLabelMining(
       np.asarray(train_labels), num_classes, steps_per_epoch=int(steps_per_epoch),
       k=objective_config.k, p=objective_config.p, lam=objective_config.lam,
-      alpha=objective_config.alpha, beta=objective_config.beta)
+      alpha=objective_config.alpha, beta=objective_config.beta,
+      accumulate_steps=accumulate_steps)
 
 
 def export_soft_labels(table: np.ndarray, ids: Sequence[str], labels: np.ndarray,
