@@ -44,6 +44,9 @@ from ferjax import errors
 
 # The names of the train-state tree (`state` item); see the module docstring.
 STATE_KEYS = ("step", "model", "objective", "opt_state")
+# With `config.ema.decay` > 0 the tree also holds the model's moving average
+# (ferjax.ema), an `nnx.State` shaped like `model`.
+EMA_KEY = "ema"
 
 
 def checkpoint_dir(path: str) -> epath.Path:
@@ -74,18 +77,28 @@ def saved_steps(directory: str) -> list[int]:
   return sorted(ocp.utils.checkpoint_steps(directory))
 
 
-def _check_layout(step_dir: epath.Path) -> None:
-  """Raises a one-line UserError for a checkpoint written with the old positional tree."""
+def _check_layout(step_dir: epath.Path, entries: tuple[str, ...] = (), *,
+                  exact: bool = False) -> None:
+  """Raises a one-line UserError for a checkpoint written with the old positional tree,
+  or whose named entries lack one of `entries` (or, `exact`, hold others): e.g. an
+  `ema` entry is there exactly when the run had config.ema.decay > 0."""
   try:
     metadata = ocp.PyTreeCheckpointer().metadata(step_dir / "state")
   except Exception:  # pylint: disable=broad-except
     return  # Unreadable metadata is reported by the restore itself.
   tree = getattr(metadata, "item_metadata", metadata)
-  if tree is not None and "params" in tree and "model" not in tree:
+  if tree is None:
+    return
+  if "params" in tree and "model" not in tree:
     raise errors.UserError(
         f"checkpoint {step_dir} has the positional layout of ferjax before the named "
         "train state ({params, rest}); evaluate it with that version, or retrain "
         "into a new --workdir")
+  if any(name not in tree for name in entries) or (exact and set(tree) - set(entries)):
+    raise errors.UserError(
+        f"checkpoint {step_dir} holds {', '.join(sorted(tree))}; this run expects "
+        f"{', '.join(sorted(entries))}: use the training run's config (an `ema` entry "
+        "is saved when config.ema.decay > 0)")
 
 
 def _with_default_sharding(abstract_tree):
@@ -96,7 +109,8 @@ def _with_default_sharding(abstract_tree):
       else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_tree)
 
 
-def restore_model_state(workdir_or_ckpt_dir: str, step: int | None, abstract_model_state):
+def restore_model_state(workdir_or_ckpt_dir: str, step: int | None, abstract_model_state,
+                        *, entry: str = "model"):
   """The `model` subtree of a checkpoint: the model's `nnx.State` (params, statistics...).
 
   Args:
@@ -105,8 +119,10 @@ def restore_model_state(workdir_or_ckpt_dir: str, step: int | None, abstract_mod
     abstract_model_state: the target structure, e.g.
       `nnx.state(nnx.eval_shape(lambda: build_model(...)))`; leaves without a
       sharding are put on the first local device.
+    entry: "model" for the trained weights, EMA_KEY ("ema") for their moving
+      average (runs with `config.ema.decay` > 0); both have the same structure.
   Raises:
-    errors.UserError: no such checkpoint, an old layout, or unreadable files.
+    errors.UserError: no such checkpoint or entry, an old layout, or unreadable files.
   """
   directory = checkpoint_dir(workdir_or_ckpt_dir)
   steps = saved_steps(str(directory))
@@ -115,12 +131,12 @@ def restore_model_state(workdir_or_ckpt_dir: str, step: int | None, abstract_mod
   if step not in steps:
     raise errors.UserError(f"no checkpoint of step {step} in {directory} (saved: {steps})")
   step_dir = directory / str(step)
-  _check_layout(step_dir)
-  target = {"model": _with_default_sharding(abstract_model_state)}
+  _check_layout(step_dir, (entry,))
+  target = {entry: _with_default_sharding(abstract_model_state)}
   args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                 restore_args=ocp.checkpoint_utils.construct_restore_args(target))
   try:
-    return ocp.PyTreeCheckpointer().restore(step_dir / "state", args=args)["model"]
+    return ocp.PyTreeCheckpointer().restore(step_dir / "state", args=args)[entry]
   except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
     raise errors.UserError(f"checkpoint {step_dir} cannot be read ({short_cause(e)})") from None
 
@@ -306,7 +322,7 @@ class Checkpointer:
     return None, None
 
   def _restore(self, step: int, abstract_state: dict[str, Any], data_iterator):
-    _check_layout(self.manager.directory / str(step))
+    _check_layout(self.manager.directory / str(step), tuple(abstract_state), exact=True)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)

@@ -110,10 +110,12 @@ class Runner:
         context.graphdef, context.model_state = evaluator.prepare(context)
     return context
 
-  def evaluate(self, context: evaluator_registry.EvalContext) -> dict:
+  def evaluate(self, context: evaluator_registry.EvalContext,
+               extra: dict | None = None) -> dict:
     """Predicts every eval split and runs the evaluators on a `prepare`d context.
 
-    With `context.final` the metrics also go to workdir/final_metrics.json.
+    `extra` (e.g. another model state's metrics) joins the metrics. With
+    `context.final` they also go to workdir/final_metrics.json.
     """
     config, step, final = self.config, context.step, context.final
     keys = tuple(dict.fromkeys(key for e in self.evaluators.values() for key in e.needs))
@@ -130,6 +132,7 @@ class Runner:
                "dataset": config.dataset.name, "class_names": list(self.class_names)}
     for evaluator in self.evaluators.values():
       metrics.update(evaluator(context, main))
+    metrics.update(extra or {})
     logging.info("eval at step %d: %s", step, ", ".join(
         f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if final and context.is_writer:

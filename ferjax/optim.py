@@ -6,6 +6,8 @@ import ml_collections
 import optax
 from absl import logging
 
+from ferjax import errors
+
 
 def lagged_cosine(lr_max: float, lr_min: float, total_steps: int) -> optax.Schedule:
   """lr(t) = C(max(t-1, 0)), C(x) = lr_min + (lr_max-lr_min)(1 + cos(pi x/T))/2, T = `total_steps`.
@@ -59,6 +61,23 @@ def make_schedule(schedule_config: ml_collections.ConfigDict, base_lr: float,
   return optax.join_schedules([warmup, main], [warmup_steps])
 
 
+def check_accumulation(config: ml_collections.ConfigDict) -> int:
+  """`config.optimizer.accumulate_steps` after checking it; raises errors.UserError.
+
+  Micro-batches are averaged with equal weights, so they must all be full:
+  accumulation needs `train_drop_remainder`.
+  """
+  steps = config.optimizer.accumulate_steps
+  if not isinstance(steps, int) or steps < 1:
+    raise errors.UserError(f"config.optimizer.accumulate_steps must be an integer >= 1, "
+                           f"got {steps!r}")
+  if steps > 1 and not config.train_drop_remainder:
+    raise errors.UserError(
+        f"config.optimizer.accumulate_steps={steps} needs config.train_drop_remainder=True "
+        "(a partial micro-batch would weigh as much as a full one)")
+  return steps
+
+
 def _path_names(path) -> set[str]:
   return {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
 
@@ -77,6 +96,12 @@ def _named_mask(params, name: str):
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                    params) -> optax.GradientTransformation:
   """SGD (PyTorch-style L2 before momentum), Adam (L2) or AdamW, with optional clipping.
+
+  With `config.optimizer.accumulate_steps` = n > 1 the whole chain runs once
+  every n calls on the mean of their gradients (`optax.MultiSteps`) and leaves
+  the parameters unchanged in between: n micro-batches of size B make one
+  update of the batch of size nB. The schedule counts updates, so
+  `schedule` must be built with the updates per epoch.
 
   Weight decay skips parameters under any path component named in
   `config.optimizer.no_decay` (e.g. the center cosine loss's `centers`).
@@ -110,4 +135,7 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
   for name, multiplier in opt.lr_multipliers.items():
     if multiplier != 1.0:
       chain.append(optax.masked(optax.scale(multiplier), _named_mask(params, name)))
-  return optax.chain(*chain)
+  tx = optax.chain(*chain)
+  if opt.accumulate_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=opt.accumulate_steps).gradient_transformation()
+  return tx

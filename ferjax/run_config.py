@@ -123,6 +123,10 @@ SCHEMA: dict[str, Rule] = {
     "input.std": sequence(number(positive=True), 3),
     "input.num_frames": integer(1),
     "input.num_segments": integer(1),
+    "input.mixup_alpha": number(0.0),
+    "input.cutmix_alpha": number(0.0),
+    "input.mix_prob": PROBABILITY,
+    "input.mix_switch_prob": PROBABILITY,
     "input.worker_count": integer(0),
     "input.prefetch": integer(0),
     "model.name": text(),   # checked against the model registry by `validate`
@@ -183,6 +187,8 @@ SCHEMA: dict[str, Rule] = {
     "optimizer.grad_clip_norm": number(0.0),
     "optimizer.no_decay": sequence(text()),
     "optimizer.lr_multipliers.*": optional(number(0.0)),
+    "optimizer.accumulate_steps": integer(1),
+    "ema.decay": number(0.0, 1.0, open_high=True),
     "schedule.name": one_of(SCHEDULES),
     "schedule.warmup_epochs": number(0.0),
     "schedule.step_epochs": integer(1),
@@ -198,6 +204,7 @@ SCHEMA: dict[str, Rule] = {
     "best_metric": one_of(RANKING_METRICS),
     "eval_only": BOOLEAN,
     "eval_checkpoint": one_of(("latest", "best")),
+    "eval_ema": BOOLEAN,
     "evals.pose.buckets": optional(sequence(number())),
     "evals.aea.shuffle_seeds": optional(sequence(integer(0))),
 }
@@ -230,7 +237,8 @@ DIRECTORY_FIELDS = ("dataset.data_dir",)
 DATA_STREAM_INVARIANTS = ("seed", "batch_size", "train_drop_remainder")
 STATE_INVARIANTS = ("dataset.name", "dataset.train_split", "dataset.num_classes",
                     "dataset.label_key", "dataset.fold", "dataset.min_frames", "model",
-                    "objective.name", "optimizer.name", "input.image_size",
+                    "objective.name", "optimizer.name", "optimizer.accumulate_steps",
+                    "ema.decay", "input.image_size",
                     "input.num_frames", "input.num_segments")
 RESUME_INVARIANTS = DATA_STREAM_INVARIANTS + STATE_INVARIANTS
 RESUME_FREE = ("model.dtype",)

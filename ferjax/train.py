@@ -10,6 +10,7 @@ workdir); docs/reliability.md describes the failure cases.
 """
 
 import contextlib
+from typing import Any
 
 import flax
 import jax
@@ -23,8 +24,8 @@ from clu import metrics as clu_metrics
 from etils import epath
 from flax import nnx
 
-from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, run_config
-from ferjax import sharding, stop_signals, workdir_lock
+from ferjax import checkpointing, ema as ema_lib, errors, evaluate as evaluate_lib, mix
+from ferjax import model_inputs, run_config, sharding, stop_signals, workdir_lock
 from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
@@ -47,15 +48,18 @@ class TrainState:
 
   `model` and `objective` are the full `nnx.State`s of the two modules (params
   and every other variable); the optimizer acts on their `nnx.Param`s, as
-  the tree `{"model": params, "objective": params}`.
+  the tree `{"model": params, "objective": params}`. `ema` is the moving
+  average of `model` (ferjax.ema) when `config.ema.decay` > 0, else None.
   """
   step: jax.Array
   model: nnx.State
   objective: nnx.State
   opt_state: optax.OptState
+  ema: nnx.State | None = None
 
   def to_dict(self) -> dict:
-    return {name: getattr(self, name) for name in checkpointing.STATE_KEYS}
+    names = checkpointing.STATE_KEYS + (() if self.ema is None else (checkpointing.EMA_KEY,))
+    return {name: getattr(self, name) for name in names}
 
 
 def split_params(state: TrainState) -> tuple[dict, dict]:
@@ -72,8 +76,15 @@ def masked_accuracy(scores: jax.Array, batch: dict) -> jax.Array:
 
 
 def make_train_step(model_graphdef, objective_graphdef, tx: optax.GradientTransformation,
-                    input_config):
-  """One optimisation step on a global batch; returns the new state and scalars."""
+                    config: ml_collections.ConfigDict, num_classes: int):
+  """One step on a global (micro-)batch; returns the new state and scalars.
+
+  With `config.optimizer.accumulate_steps` = n, `tx` updates the parameters
+  every n-th step; objectives see the update count, and the EMA moves after
+  each update. `config.input`'s Mixup/CutMix mixes the batch first.
+  """
+  accumulate = config.optimizer.accumulate_steps
+  mixer = mix.make_mixer(config.input, num_classes, config.seed)
 
   def merge(params, rest, copy=False):
     return (nnx.merge(model_graphdef, params["model"], rest["model"], copy=copy),
@@ -81,11 +92,14 @@ def make_train_step(model_graphdef, objective_graphdef, tx: optax.GradientTransf
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     params, rest = split_params(state)
+    if mixer is not None:
+      batch = mixer(batch, state.step)
+    update_step = state.step // accumulate
 
     def loss_fn(params, rest):
       model, objective = merge(params, rest, copy=True)
-      outputs = model_inputs.forward(model, batch, input_config, train=True)
-      loss, metrics = objective(outputs, batch, state.step)
+      outputs = model_inputs.forward(model, batch, config.input, train=True)
+      loss, metrics = objective(outputs, batch, update_step)
       rest = {"model": nnx.state(model, nnx.Not(nnx.Param)),
               "objective": nnx.state(objective, nnx.Not(nnx.Param))}
       return loss, (outputs, metrics, rest)
@@ -96,10 +110,16 @@ def make_train_step(model_graphdef, objective_graphdef, tx: optax.GradientTransf
     params = optax.apply_updates(params, updates)
     model, objective = merge(params, rest, copy=True)
     outputs = jax.lax.stop_gradient(outputs)
-    objective.update(outputs, batch, state.step)
+    objective.update(outputs, batch, update_step)
     accuracy = masked_accuracy(objective.predict(outputs), batch)
     metrics = {"loss": loss, "accuracy": accuracy, **metrics}
-    return TrainState(state.step + 1, nnx.state(model), nnx.state(objective), opt_state), metrics
+    model_state = nnx.state(model)
+    ema = state.ema
+    if ema is not None:
+      ema = ema_lib.update(ema, model_state, config.ema.decay,
+                           updated=(state.step + 1) % accumulate == 0)
+    return TrainState(state.step + 1, model_state, nnx.state(objective), opt_state,
+                      ema), metrics
 
   return train_step
 
@@ -123,20 +143,26 @@ class Experiment:
     self.class_names = self.train_split.class_names
     self.num_classes = data.num_classes
     self.drop_remainder = config.train_drop_remainder
+    self.accumulate_steps = optim.check_accumulation(config)
+    ema_lib.check_config(config.ema)
     self.steps_per_epoch = pipeline.steps_per_epoch(
-        len(self.train_split), config.batch_size, self.drop_remainder)
+        len(self.train_split), config.batch_size, self.drop_remainder, self.accumulate_steps)
+    self.updates_per_epoch = self.steps_per_epoch // self.accumulate_steps
     self.num_train_steps = self.steps_per_epoch * config.num_epochs
     model, objective = self._build_modules()
+    mix.check_config(config.input, objective, config.objective.name)
     self.model_graphdef, model_state = nnx.split(model)
     self.objective_graphdef, objective_state = nnx.split(objective)
     model_state, objective_state = sharding.to_global_replicated(
         (model_state, objective_state), self.mesh)
     step = sharding.to_global_replicated(np.zeros((), np.int32), self.mesh)
-    self.state = TrainState(step, model_state, objective_state, None)
+    ema = ema_lib.init(model_state) if ema_lib.enabled(config.ema) else None
+    self.state = TrainState(step, model_state, objective_state, None, ema)
     params, _ = split_params(self.state)
     try:
+      # The schedule counts optimizer updates.
       self.schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate,
-                                          self.steps_per_epoch, config.num_epochs)
+                                          self.updates_per_epoch, config.num_epochs)
       self.tx = optim.make_optimizer(config, self.schedule, params)
     except ValueError as e:
       raise errors.UserError(str(e)) from None
@@ -144,7 +170,7 @@ class Experiment:
     self.state = self.state.replace(
         opt_state=jax.jit(self.tx.init, out_shardings=replicated)(params))
     self.train_step = jax.jit(make_train_step(self.model_graphdef, self.objective_graphdef,
-                                              self.tx, config.input),
+                                              self.tx, config, self.num_classes),
                               in_shardings=(replicated, sharding.batch_sharding(self.mesh)),
                               out_shardings=(replicated, replicated), donate_argnums=0)
 
@@ -164,7 +190,8 @@ class Experiment:
         logging.info("init_from %s:\n%s", config.init_from, report)
       self.context = objective_registry.TrainContext.for_split(
           self.train_split, label_key=config.dataset.label_key, num_classes=self.num_classes,
-          feature_dim=self._feature_dim(model), steps_per_epoch=self.steps_per_epoch)
+          feature_dim=self._feature_dim(model), steps_per_epoch=self.updates_per_epoch,
+          accumulate_steps=self.accumulate_steps)
       objective = objective_registry.build_objective(config.objective, self.context, rngs=rngs)
     except (ValueError, FileNotFoundError, ImportError) as e:
       raise errors.UserError(str(e).splitlines()[0]) from None
@@ -207,27 +234,50 @@ class Experiment:
       raise errors.UserError(str(e)) from None
 
   def prepare_eval(self, runner: evaluate_lib.Runner, state: TrainState, step: int, *,
-                   final: bool) -> tuple[Any, TrainState]:
-    """Runs the evaluators' `prepare` hooks: (eval context, the state to keep and save)."""
+                   final: bool) -> tuple[dict[str, Any], TrainState]:
+    """Runs the evaluators' `prepare` hooks on the model and, if kept, its EMA.
+
+    Returns the eval contexts (`model`, and `ema`) and the state to keep and
+    save, holding what the hooks stored in the model states.
+    """
+    contexts = {}
     try:
-      context = runner.prepare(self.model_graphdef, state.model, state.objective, step,
-                               final=final)
+      contexts["model"] = runner.prepare(self.model_graphdef, state.model, state.objective,
+                                         step, final=final)
+      state = state.replace(model=contexts["model"].model_state)
+      if state.ema is not None:
+        contexts[checkpointing.EMA_KEY] = runner.prepare(
+            self.model_graphdef, state.ema, state.objective, step, final=False)
+        state = state.replace(ema=contexts[checkpointing.EMA_KEY].model_state)
     except ValueError as e:
       raise errors.UserError(str(e).splitlines()[0]) from None
-    return context, state.replace(model=context.model_state)
+    return contexts, state
 
-  def finish_eval(self, runner: evaluate_lib.Runner, context: Any) -> dict:
-    """Runs the evaluators on a prepared context: the eval metrics."""
+  def finish_eval(self, runner: evaluate_lib.Runner, contexts: dict[str, Any]) -> dict:
+    """Runs the evaluators on prepared contexts: the model's metrics, the EMA's under `ema`."""
     try:
-      return runner.evaluate(context)
+      extra = {}
+      if checkpointing.EMA_KEY in contexts:
+        extra[checkpointing.EMA_KEY] = ema_lib.metrics_of(
+            runner.evaluate(contexts[checkpointing.EMA_KEY]))
+      return runner.evaluate(contexts["model"], extra=extra)
     except ValueError as e:
       raise errors.UserError(str(e).splitlines()[0]) from None
 
   def evaluate(self, runner: evaluate_lib.Runner, state: TrainState, step: int, *,
                final: bool) -> tuple[dict, TrainState]:
     """Prepares and runs the evaluators: (metrics, the state with what they stored)."""
-    context, state = self.prepare_eval(runner, state, step, final=final)
-    return self.finish_eval(runner, context), state
+    contexts, state = self.prepare_eval(runner, state, step, final=final)
+    return self.finish_eval(runner, contexts), state
+
+
+def _eval_scalars(eval_metrics: dict) -> dict[str, float]:
+  """`eval/war`, ... and the EMA's `eval/ema/war`, ... for TensorBoard."""
+  scalars = {f"eval/{k}": v for k, v in eval_metrics.items() if isinstance(v, float)}
+  scalars.update({f"eval/{checkpointing.EMA_KEY}/{k}": v
+                  for k, v in eval_metrics.get(checkpointing.EMA_KEY, {}).items()
+                  if isinstance(v, float)})
+  return scalars
 
 
 @jax.jit
@@ -321,7 +371,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       if step % config.log_every_steps == 0 or save_now or stop_now:
         averages = watch.flush(last_saved)
         if averages:
-          averages["learning_rate"] = float(experiment.schedule(step - 1))
+          averages["learning_rate"] = float(
+              experiment.schedule((step - 1) // experiment.accumulate_steps))
           writer.write_scalars(step, {f"train/{k}": v for k, v in averages.items()})
       # Saved before evaluating (every eval step is a save step): a failing or killed
       # evaluation loses no training. Its metrics rank the saved step afterwards. The
@@ -341,8 +392,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
           eval_metrics = experiment.finish_eval(runner, eval_context)
         if step == total:
           final = eval_metrics
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()
-                                    if isinstance(v, float)})
+        writer.write_scalars(step, _eval_scalars(eval_metrics))
         checkpointer.rank(step, {name: run_config.ranking_value(eval_metrics, name)
                                  for name in run_config.RANKING_METRICS})
       if stop_now:
@@ -376,6 +426,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.eval_checkpoint not in ("latest", "best"):
     raise errors.UserError("config.eval_checkpoint must be 'latest' or 'best', got "
                            f"{config.eval_checkpoint!r}")
+  if config.eval_ema and not ema_lib.enabled(config.ema):
+    raise errors.UserError("config.eval_ema=True needs config.ema.decay > 0, as in the "
+                           "training run")
   _check_workdir(workdir)
   run_config.check_evaluable(config, workdir)
   with workdir_lock.acquire(workdir):
@@ -399,6 +452,8 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step is None:
       raise errors.UserError(f"no {config.eval_checkpoint} checkpoint in {checkpoint_dir}")
     state = experiment.restore(checkpointer, step)
+    if config.eval_ema:
+      state = state.replace(model=state.ema, ema=None)
     return experiment.evaluate(experiment.make_runner(), state, step, final=True)[0]
   finally:
     checkpointer.close()

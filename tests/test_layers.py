@@ -15,7 +15,7 @@ LAYERS = (
     ("errors", "config_args"),
     ("paths", "configs", "stop_signals", "workdir_lock"),
     ("cli", "data", "models", "metrics", "sharding", "model_inputs", "checkpointing", "distributed"),
-    ("objectives", "evaluators", "optim", "convert"),
+    ("objectives", "evaluators", "optim", "convert", "mix", "ema"),
     ("run_config",),
     ("evaluate",),
     ("train",),

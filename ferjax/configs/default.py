@@ -40,6 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.std = (0.229, 0.224, 0.225)
   config.input.num_frames = 16                   # clips: frames per sample
   config.input.num_segments = 8                  # clips: segments x (num_frames/num_segments)
+  config.input.mixup_alpha = 0.0                 # Mixup lam ~ Beta(a, a) (0 = off); ferjax.mix
+  config.input.cutmix_alpha = 0.0                # CutMix Beta(a, a) box (0 = off)
+  config.input.mix_prob = 1.0                    # probability that a step's batch is mixed
+  config.input.mix_switch_prob = 0.5             # P(CutMix) when both alphas are positive
   config.input.worker_count = 0                  # Grain worker processes (0 = in-process)
   config.input.prefetch = 2                      # host batches prefetched per worker
 
@@ -68,6 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.grad_clip_norm = 0.0          # 0 = no clipping
   config.optimizer.no_decay = ()                 # parameter path names without weight decay
   config.optimizer.lr_multipliers = ml_collections.ConfigDict()  # path name -> lr factor
+  config.optimizer.accumulate_steps = 1          # micro-batches (of batch_size) per update
 
   config.schedule = ml_collections.ConfigDict()
   config.schedule.name = "cosine"  # "constant" | "cosine" | "step" | "exponential" | "lagged_cosine"
@@ -75,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.step_epochs = 20               # "step": multiply by decay_rate every N epochs
   config.schedule.decay_rate = 0.1
   config.schedule.min_learning_rate = 0.0
+
+  config.ema = ml_collections.ConfigDict()
+  config.ema.decay = 0.0                         # weight EMA per update (0 = off); ferjax.ema
 
   config.batch_size = 64                         # global, over all processes and devices
   config.eval_batch_size = 128
@@ -86,6 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.best_metric = "war"
   config.eval_only = False
   config.eval_checkpoint = "latest"              # "latest" | "best"
+  config.eval_ema = False                        # eval_only: evaluate the EMA weights
   # Evaluators (ferjax/evaluators) run at every evaluation; each entry maps a
   # name to its settings. `classification` gives the WAR/UAR that
   # rank checkpoints. Others: `pose` ({"buckets": yaw bucket edges in degrees},

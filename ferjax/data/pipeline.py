@@ -331,11 +331,18 @@ def _kept_positions(split: SplitSource, dataset_config, features, *,
   return np.flatnonzero(keep)
 
 
-def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: bool) -> int:
-  """Number of global batches in one epoch."""
+def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: bool,
+                    accumulate_steps: int = 1) -> int:
+  """Number of global batches in one epoch.
+
+  With gradient accumulation an epoch holds whole updates of `accumulate_steps`
+  batches: the rows that one batch of accumulate_steps x global_batch_size would
+  drop are dropped, so the micro-batches carry exactly that batch's examples.
+  """
+  update_size = accumulate_steps * global_batch_size
   if drop_remainder:
-    return max(num_examples // global_batch_size, 1)
-  return math.ceil(num_examples / global_batch_size)
+    return max(num_examples // update_size, 1) * accumulate_steps
+  return math.ceil(num_examples / update_size) * accumulate_steps
 
 
 def _metadata_templates(split: SplitSource,
@@ -384,7 +391,9 @@ class BatchLoader:
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // jax.process_count()
     self.process_index = jax.process_index()
-    self.steps_per_epoch = steps_per_epoch(len(split), global_batch_size, drop_remainder)
+    self.steps_per_epoch = steps_per_epoch(
+        len(split), global_batch_size, drop_remainder,
+        config.optimizer.accumulate_steps if train else 1)
     self.num_frames = num_frames
     self.num_segments = num_segments
     self.image_size = config.input.image_size

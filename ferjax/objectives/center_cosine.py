@@ -15,6 +15,14 @@ It acts on `outputs["features"]` of any backbone. Centers are either an
 `nnx.Param` named `centers` trained by the optimiser (`grad`; the config
 excludes it from weight decay with `optimizer.no_decay = ("centers",)`) or a
 `CenterVariable` moved towards the batch features after every step (`ema`).
+
+With gradient accumulation (n micro-batches per optimiser update), EMA centers
+move once per update, from the class counts and feature sums of all n
+micro-batches: every micro-batch's loss then reads the centers the n-times-larger
+batch would read, and the move equals that batch's. (Moving after each
+micro-batch would make the later micro-batches' losses see other centers, and
+the 1 + n_j damping depends on the batch size.) The centers need one class
+per example, so the objective refuses mixed (Mixup/CutMix) inputs.
 """
 
 import jax
@@ -36,6 +44,10 @@ class CenterVariable(nnx.Variable):
   """Class centers moved by `CenterCosine.update` (not optimised, checkpointed)."""
 
 
+class PendingCenterStats(nnx.Variable):
+  """Sums over the micro-batches seen so far of an accumulated update (checkpointed)."""
+
+
 def at_least_float32(x: jax.Array) -> jax.Array:
   """x in float32, or in its own dtype if wider (float64 for gradient checks)."""
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -55,11 +67,13 @@ def cosine_to_centers(features: jax.Array, centers: jax.Array) -> jax.Array:
 class CenterCosine(nnx.Module):
   """Cross-entropy on the logits plus the center cosine loss on the features."""
 
+  needs_hard_labels = True
+
   def __init__(self, num_classes: int, feature_dim: int, *, variant: str = "margin",
                scale: float = 30.0, margin: float = 0.35, weight: float = 0.1,
                pull_weight: float = 0.0, inter_weight: float = 1.0, use_ce_head: bool = True,
                center_update: str = "grad", ema_rate: float = 0.5,
-               predict_with: str = "logits", rngs: nnx.Rngs):
+               predict_with: str = "logits", accumulate_steps: int = 1, rngs: nnx.Rngs):
     for name, value, allowed in (("variant", variant, VARIANTS),
                                  ("center_update", center_update, CENTER_UPDATES),
                                  ("predict_with", predict_with, PREDICT_WITH)):
@@ -79,11 +93,16 @@ class CenterCosine(nnx.Module):
     self.center_update = center_update
     self.ema_rate = ema_rate
     self.predict_with = predict_with
+    self.accumulate_steps = accumulate_steps
     centers = jax.random.normal(rngs.params(), (num_classes, feature_dim), jnp.float32)
     if center_update == "grad":
       self.centers = nnx.Param(centers)
     else:
       self.centers = CenterVariable(l2_normalize(centers))
+    if center_update == "ema" and accumulate_steps > 1:
+      self.pending_counts = PendingCenterStats(jnp.zeros((num_classes, 1), jnp.float32))
+      self.pending_sums = PendingCenterStats(jnp.zeros((num_classes, feature_dim), jnp.float32))
+      self.pending_batches = PendingCenterStats(jnp.zeros((), jnp.int32))
 
   def center_values(self) -> jax.Array:
     """The centers `[K, D]`; EMA centers carry no gradient."""
@@ -127,7 +146,9 @@ class CenterCosine(nnx.Module):
              step: jax.Array) -> None:
     """EMA centers: c_j <- normalise(ĉ_j - alpha * sum_{y_i=j} (ĉ_j - f̂_i) / (1 + n_j)).
 
-    Only classes with n_j > 0 valid rows in the global batch move.
+    Only classes with n_j > 0 valid rows in the global batch move. With
+    accumulation, n_j and the feature sums run over the update's micro-batches
+    and the centers move after its last one.
     """
     del step
     if self.center_update != "ema":
@@ -139,9 +160,18 @@ class CenterCosine(nnx.Module):
                * batch["mask"].astype(features.dtype)[:, None])                    # [B, K]
     counts = jnp.sum(members, axis=0)[:, None]                                     # [K, 1]
     feature_sums = jnp.matmul(members.T, features, precision=jax.lax.Precision.HIGHEST)
+    complete = True
+    if self.accumulate_steps > 1:
+      counts = counts + self.pending_counts[...]
+      feature_sums = feature_sums + self.pending_sums[...]
+      seen = self.pending_batches[...] + 1
+      complete = seen == self.accumulate_steps
+      self.pending_counts[...] = jnp.where(complete, 0.0, counts)
+      self.pending_sums[...] = jnp.where(complete, 0.0, feature_sums)
+      self.pending_batches[...] = jnp.where(complete, 0, seen)
     delta = (counts * unit - feature_sums) / (1.0 + counts)
     moved = l2_normalize(unit - self.ema_rate * delta)
-    self.centers[...] = jnp.where(counts > 0, moved, centers).astype(centers.dtype)
+    self.centers[...] = jnp.where(complete & (counts > 0), moved, centers).astype(centers.dtype)
 
   def predict(self, outputs: dict[str, jax.Array]) -> jax.Array:
     """Classifier logits, or cos(f, c_j) `[B, K]` with `predict_with='centers'`."""
@@ -160,4 +190,5 @@ def from_config(objective_config: ml_collections.ConfigDict,
                       margin=ccl.margin, weight=ccl.weight, pull_weight=ccl.pull_weight,
                       inter_weight=ccl.inter_weight, use_ce_head=ccl.use_ce_head,
                       center_update=ccl.center_update, ema_rate=ccl.ema_rate,
-                      predict_with=ccl.predict_with, rngs=rngs)
+                      predict_with=ccl.predict_with, accumulate_steps=context.accumulate_steps,
+                      rngs=rngs)

@@ -16,7 +16,11 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 class CrossEntropy(nnx.Module):
-  """L = mean_b CE(softmax(logits_b), smooth(onehot(y_b))) over valid rows."""
+  """L = mean_b CE(softmax(logits_b), smooth(t_b)) over valid rows.
+
+  t_b = onehot(y_b), or the batch's `soft_target` `[B, K]` when the input mixes
+  examples (ferjax.mix); smooth(t) = (1 - s) t + s / K.
+  """
 
   def __init__(self, num_classes: int, label_smoothing: float = 0.0):
     self.num_classes = num_classes
@@ -26,8 +30,10 @@ class CrossEntropy(nnx.Module):
                step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     del step
     logits = outputs["logits"].astype(jnp.float32)
-    targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], self.num_classes),
-                                  self.label_smoothing)
+    targets = batch.get("soft_target")
+    if targets is None:
+      targets = jax.nn.one_hot(batch["label"], self.num_classes)
+    targets = optax.smooth_labels(targets, self.label_smoothing)
     loss = masked_mean(optax.softmax_cross_entropy(logits, targets), batch["mask"])
     return loss, {}
 

@@ -49,7 +49,9 @@ class TrainContext:
 
   Records are indexed by their position in the split (`batch["index"]`);
   `num_records` counts the filtered-out ones too. `labels` and `ids` are read
-  from the split on first use only.
+  from the split on first use only. Steps are optimizer updates; with gradient
+  accumulation each is `accumulate_steps` micro-batches, and an objective's
+  `update` runs after every micro-batch (docs/training.md).
   """
   num_classes: int
   feature_dim: int             # D of the model's `features` [B, D]
@@ -57,13 +59,15 @@ class TrainContext:
   num_records: int
   read_labels: Callable[[], np.ndarray]
   read_ids: Callable[[], list[str]] | None = None
+  accumulate_steps: int = 1
 
   @classmethod
   def for_split(cls, split: pipeline.SplitSource, *, label_key: str, num_classes: int,
-                feature_dim: int, steps_per_epoch: int) -> "TrainContext":
+                feature_dim: int, steps_per_epoch: int,
+                accumulate_steps: int = 1) -> "TrainContext":
     return cls(num_classes, feature_dim, steps_per_epoch, split.num_records,
                read_labels=lambda: split.column(label_key),
-               read_ids=lambda: _ids_by_position(split))
+               read_ids=lambda: _ids_by_position(split), accumulate_steps=accumulate_steps)
 
   @functools.cached_property
   def labels(self) -> np.ndarray:

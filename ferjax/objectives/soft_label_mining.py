@@ -19,6 +19,14 @@ with p = softmax(f) from the same pre-update logits, in closed form
 B is the true (unpadded) global batch size, so the last partial batch of each
 epoch takes a larger step, as in the reference. Each gradient row sums to
 zero, so the row sums of Z never change.
+
+With gradient accumulation (n micro-batches per optimiser update) the table
+is updated after every micro-batch, with B = n x the micro-batch's size and
+t = the update count: within one update the parameters do not change and the
+micro-batches hold distinct examples (the loop never splits an update across
+epochs), and each row's step reads only its own row and its own prediction,
+so this is exactly the update of the n-times-larger batch. Per-example
+targets make SLM refuse mixed (Mixup/CutMix) inputs.
 """
 
 import csv
@@ -94,12 +102,15 @@ class SoftLabelMining(nnx.Module):
   """Soft-target cross-entropy on mined labels plus their closed-form update.
 
   `step` is the 0-based global iteration t of the current train step (the
-  number of optimiser steps taken before it).
+  number of optimiser steps taken before it); `steps_per_epoch` counts
+  optimiser steps, and each optimiser step is `accumulate_steps` micro-batches.
   """
+
+  needs_hard_labels = True
 
   def __init__(self, train_labels: np.ndarray, num_classes: int, *, steps_per_epoch: int,
                k: float = 5.0, p: float = 0.97, lam: float = 200.0, alpha: float = 1.6,
-               beta: int = 7, export: bool = False):
+               beta: int = 7, export: bool = False, accumulate_steps: int = 1):
     if steps_per_epoch <= 0:
       raise ValueError(f"SLM needs steps_per_epoch > 0, got {steps_per_epoch}")
     self.num_classes = num_classes
@@ -108,6 +119,7 @@ class SoftLabelMining(nnx.Module):
     self.alpha = alpha
     self.beta = beta
     self.export = export
+    self.accumulate_steps = accumulate_steps
     self.table = LabelTable(jnp.asarray(initial_label_logits(train_labels, num_classes, k, p)))
 
   def _rows(self, batch: dict[str, jax.Array]) -> jax.Array:
@@ -136,7 +148,8 @@ class SoftLabelMining(nnx.Module):
     d = ramp_d(step, self.steps_per_epoch, self.alpha, self.beta)
     z = self._rows(batch)
     q = jax.nn.softmax(z)
-    z_new = z - (self.lam / batch_size) * (u * (q - p) + d * (q - onehot))
+    update_batch_size = self.accumulate_steps * batch_size
+    z_new = z - (self.lam / update_batch_size) * (u * (q - p) + d * (q - onehot))
     # Padded rows scatter out of range and are dropped, so they never collide
     # with a real row that shares their (arbitrary) index.
     target = jnp.where(mask > 0, batch["index"], self.table.shape[0])
@@ -175,7 +188,8 @@ def from_config(objective_config: ml_collections.ConfigDict,
       context.labels, context.num_classes, steps_per_epoch=int(steps_per_epoch),
       k=objective_config.k, p=objective_config.p, lam=objective_config.lam,
       alpha=objective_config.alpha, beta=objective_config.beta,
-      export=objective_config.get("export_soft_labels", False))
+      export=objective_config.get("export_soft_labels", False),
+      accumulate_steps=context.accumulate_steps)
 
 
 def export_soft_labels(table: np.ndarray, ids: Sequence[str], labels: np.ndarray,
