@@ -77,7 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 64                         # global, over all processes and devices
   config.eval_batch_size = 128
   config.num_epochs = 10
-  config.log_every_steps = 50
+  config.log_every_steps = 50                    # train scalars to TensorBoard, progress
+  config.profile_steps = 0                       # >0: a profiler trace of this many steps
+  config.profile_first_step = 10                 # ... from this step after a (re)start
   config.eval_every_epochs = 1
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2

@@ -6,6 +6,7 @@ r"""Trains or evaluates a ferjax config.
   python -m ferjax.main --config=... --workdir=DIR --config.eval_only=True
 
 Rerunning the same command resumes from the latest checkpoint in the workdir.
+Libraries' INFO lines (Orbax, TFDS, clu) are shown with `-v 1`.
 Mistakes in the command, config or data print one line and exit with status 2.
 """
 
@@ -14,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ferjax import distributed, errors, train
+from ferjax import distributed, errors, reporting, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.",
@@ -27,6 +28,7 @@ distributed.define_flags()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  reporting.quiet_libraries(FLAGS.verbosity)
   try:
     distributed.initialize_from_flags()
     config = FLAGS.config

@@ -21,8 +21,8 @@ from clu import metrics as clu_metrics
 from etils import epath
 from flax import nnx
 
-from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, run_config
-from ferjax import sharding
+from ferjax import checkpointing, errors, evaluate as evaluate_lib, model_inputs, reporting
+from ferjax import run_config, sharding, summaries
 from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
@@ -220,6 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if jax.process_index() == 0:
     (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+  writer.write_hparams(summaries.flat_hparams(config))
   state = experiment.state
   iterator = experiment.train_iterator()
   if start_step:
@@ -228,7 +229,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Resumed from step %d.", start_step)
   evaluator = evaluate_lib.Evaluator(experiment)
   total = experiment.num_train_steps
-  report_progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
+  progress = reporting.Progress(total_steps=total, steps_per_epoch=experiment.steps_per_epoch,
+                               start_step=start_step)
+  profile = (periodic_actions.Profile(logdir=workdir, num_profile_steps=config.profile_steps,
+                                      first_profile=start_step + config.profile_first_step)
+             if config.profile_steps and jax.process_index() == 0 else None)
   watch = _LossWatch()
   last_saved = start_step or None
   preempted = []
@@ -246,7 +251,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state, metrics = experiment.train_step(state, batch)
       step += 1
       watch.add(step, metrics)
-      report_progress(step)
+      progress.step(step, metrics)
+      if profile is not None:
+        profile(step)
       epoch_end = step % experiment.steps_per_epoch == 0
       eval_now = step == total or (
           epoch_end and (step // experiment.steps_per_epoch) % config.eval_every_epochs == 0)
@@ -255,23 +262,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step % config.log_every_steps == 0 or save_now or stop_now:
         averages = watch.flush(last_saved)
         if averages:
+          progress.report(step, averages["loss"])
           averages["learning_rate"] = float(experiment.schedule(step - 1))
+          if progress.steps_per_second() is not None:
+            averages["steps_per_sec"] = progress.steps_per_second()
           writer.write_scalars(step, {f"train/{k}": v for k, v in averages.items()})
       eval_metrics = None
       if eval_now:
-        with report_progress.timed("eval"):
+        with progress.paused():
           eval_metrics = evaluator.evaluate(state, step, write_reports=step == total)
         if step == total:
           final = eval_metrics
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()
-                                    if isinstance(v, float)})
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in
+                                    summaries.eval_scalars(eval_metrics).items()})
       if save_now or stop_now:
         if not _all_finite(state.params):
           raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
         ranking = (None if eval_metrics is None else
                    {config.best_metric: run_config.ranking_value(eval_metrics,
                                                                  config.best_metric)})
-        checkpointer.save(step, state, iterator, metrics=ranking)
+        with progress.paused():
+          checkpointer.save(step, state, iterator, metrics=ranking)
         last_saved = step
       if stop_now:
         checkpointer.wait()
@@ -283,8 +294,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.objective.get("export_soft_labels"):
       _export_soft_labels(experiment, state)
     writer.flush()
+    progress.close()
+    reporting.print_summary(reporting.summary_lines(
+        final, workdir, best=reporting.best_checkpoint(checkpointer.manager, config.best_metric),
+        best_metric=config.best_metric))
     return final
   finally:
+    progress.close()
     if previous is not None:
       signal.signal(signal.SIGTERM, previous)
     checkpointer.close()
@@ -339,6 +355,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step is None:
       raise errors.UserError(f"no {config.eval_checkpoint} checkpoint in {checkpoint_dir}")
     state = checkpointer.restore(step, experiment.abstract_state(), None)
-    return evaluate_lib.Evaluator(experiment).evaluate(state, step, write_reports=True)
+    metrics = evaluate_lib.Evaluator(experiment).evaluate(state, step, write_reports=True)
+    reporting.print_summary(reporting.summary_lines(
+        metrics, workdir, best=reporting.best_checkpoint(checkpointer.manager, config.best_metric),
+        best_metric=config.best_metric))
+    return metrics
   finally:
     checkpointer.close()
