@@ -231,7 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   total = experiment.num_train_steps
   progress = reporting.Progress(total_steps=total, steps_per_epoch=experiment.steps_per_epoch,
                                start_step=start_step)
+  # One trace window, counted in steps only (no minimum duration, no hourly repeats).
   profile = (periodic_actions.Profile(logdir=workdir, num_profile_steps=config.profile_steps,
+                                      profile_duration_ms=None, every_secs=None,
                                       first_profile=start_step + config.profile_first_step)
              if config.profile_steps and jax.process_index() == 0 else None)
   watch = _LossWatch()
