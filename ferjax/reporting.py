@@ -79,7 +79,7 @@ class Progress:
     if interactive and jax.process_index() == 0:
       self._bar = tqdm.tqdm(total=steps_per_epoch, file=self._stream, dynamic_ncols=True,
                             leave=False, bar_format="{desc} {percentage:3.0f}%|{bar}| "
-                                                    "{n_fmt}/{total_fmt} {postfix}")
+                                                    "{n_fmt}/{total_fmt}{postfix}")
     self._last_outputs = None
     self._started = None          # clock at the end of the step that compiled
     self._counted_steps = 0       # steps since then, outside paused()

@@ -75,7 +75,8 @@ def test_flat_hparams_and_eval_scalars():
 def tiny_run(tfds_data_dir, tmp_path_factory):
   """One tiny training run: (its workdir, the CompletedProcess)."""
   workdir = tmp_path_factory.mktemp("logs") / "run"
-  result = run_cli([RESNET, f"--workdir={workdir}", *TINY_IMAGE_OVERRIDES], tfds_data_dir)
+  result = run_cli([RESNET, f"--workdir={workdir}", *TINY_IMAGE_OVERRIDES,
+                    "--config.profile_steps=2", "--config.profile_first_step=3"], tfds_data_dir)
   return workdir, result
 
 
@@ -129,3 +130,4 @@ def test_tensorboard_holds_hparams_recall_and_images(tiny_run):
     image = _png(values[tag][-1][1])
     assert image.ndim == 3 and min(image.shape[:2]) > 100
   assert "train/learning_rate" in values
+  assert glob.glob(str(workdir / "plugins" / "profile" / "*" / "*.xplane.pb"))
