@@ -141,6 +141,8 @@ class Progress:
       self._bar.set_postfix_str(f"loss {loss:.4f}, {speed}, ETA {left}")
       return
     now = self._clock()
+    if jax.process_index() > 0:
+      return
     if self._last_line is not None and now - self._last_line < self.min_interval_s:
       return
     self._last_line = now

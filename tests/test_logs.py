@@ -112,7 +112,7 @@ def _png(value) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(value.tensor.string_val[2])))
 
 
-def test_tensorboard_holds_hparams_recall_and_images(tiny_run):
+def test_tensorboard_holds_hparams_recall_images_and_the_profile(tiny_run):
   workdir, _ = tiny_run
   values = _summaries(workdir)
   plugins = {tag: v[0][1].metadata.plugin_data.plugin_name for tag, v in values.items()}
