@@ -2,7 +2,7 @@
 
 - `flat_hparams(config)`: the config as `a.b.c -> value` for the HParams tab.
 - `eval_scalars(metrics)`: the float eval metrics plus `recall/<class>`.
-- `confusion_image`, `misclassified_image`: `[H, W, 3]` uint8 renderings of the
+- `eval_images`: `[1, H, W, 3]` uint8 renderings of the
   confusion matrix and of a grid of misclassified examples titled with their
   true and predicted classes.
 """
@@ -80,3 +80,19 @@ def misclassified_image(images: list[np.ndarray], labels, predictions,
     axes[0, 0].text(0.5, 0.5, "no misclassified examples", ha="center", va="center")
   fig.tight_layout()
   return figure_to_array(fig)
+
+
+def eval_images(split, predictions: dict[str, np.ndarray], class_names: tuple[str, ...],
+                title: str, max_examples: int = 16) -> dict[str, np.ndarray]:
+  """`eval/confusion_matrix` and `eval/misclassified` images, each `[1, H, W, 3]` uint8.
+
+  `predictions` holds `label` and `prediction` `[N]` in the order of `split`
+  (a `pipeline.SplitSource`), whose records give the misclassified pictures.
+  """
+  labels, predicted = np.asarray(predictions["label"]), np.asarray(predictions["prediction"])
+  confusion = metrics_lib.confusion_matrix(labels, predicted, len(class_names))
+  wrong = misclassified_indices(labels, predicted, max_examples)
+  pictures = [example_image(split.record(int(j))[1]) for j in wrong]
+  return {"eval/confusion_matrix": confusion_image(confusion, class_names, title)[None],
+          "eval/misclassified": misclassified_image(pictures, labels[wrong], predicted[wrong],
+                                                    class_names)[None]}

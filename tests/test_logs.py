@@ -71,6 +71,31 @@ def test_flat_hparams_and_eval_scalars():
       [1, 3])
 
 
+class _Split:
+  """The record access of a pipeline.SplitSource: example j is a 32x32 PNG of colour j."""
+  COLOURS = ((0, 0, 255), (255, 0, 0), (255, 255, 0), (0, 255, 0))
+
+  def record(self, j):
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), self.COLOURS[j]).save(buffer, format="PNG")
+    return j, {"image": buffer.getvalue()}
+
+
+def _has_colour(image: np.ndarray, colour) -> bool:
+  return bool(np.all(image == np.asarray(colour, np.uint8), axis=-1).any())
+
+
+def test_eval_images_show_only_the_misclassified_examples():
+  predictions = {"label": np.array([0, 1, 2, 1]), "prediction": np.array([0, 2, 2, 0])}
+  images = summaries.eval_images(_Split(), predictions, ("neutral", "happy", "sad"), "t")
+  grid = images["eval/misclassified"]
+  assert grid.shape[0] == 1 and grid.shape[-1] == 3 and grid.dtype == np.uint8
+  assert _has_colour(grid[0], _Split.COLOURS[1]) and _has_colour(grid[0], _Split.COLOURS[3])
+  assert not _has_colour(grid[0], _Split.COLOURS[0])      # correct: not shown
+  assert not _has_colour(grid[0], _Split.COLOURS[2])
+  assert images["eval/confusion_matrix"].shape[0] == 1
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tfds_data_dir, tmp_path_factory):
   """One tiny training run: (its workdir, the CompletedProcess)."""
