@@ -47,6 +47,7 @@ class Evaluator:
     self.splits = {name: pipeline.open_split(config.dataset, name, train=False)
                    for name in dict.fromkeys(names)}
     self.want_features = config.eval_embeddings
+    self.eval_predictions = None  # The last evaluation's per-example outputs on eval_split.
     self._steps = {}
 
   def _step_fn(self, graphdef, feature_key: str | None):
@@ -96,6 +97,7 @@ class Evaluator:
       outputs = self.predict(state, split, graphdef)
       outputs_by_split[name] = outputs
       results[name] = self._split_metrics(outputs, class_names)
+    self.eval_predictions = outputs_by_split[config.dataset.eval_split]
     main = dict(results.pop(config.dataset.eval_split))
     main.update(step=int(step), split=config.dataset.eval_split,
                 dataset=config.dataset.name, class_names=list(class_names))

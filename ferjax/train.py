@@ -273,6 +273,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if eval_now:
         with progress.paused():
           eval_metrics = evaluator.evaluate(state, step, write_reports=step == total)
+          if jax.process_index() == 0:
+            writer.write_images(step, summaries.eval_images(
+                evaluator.splits[config.dataset.eval_split], evaluator.eval_predictions,
+                experiment.class_names, f"{config.dataset.eval_split}, step {step}"))
         if step == total:
           final = eval_metrics
         writer.write_scalars(step, {f"eval/{k}": v for k, v in
