@@ -6,7 +6,7 @@ r"""Trains or evaluates a ferjax config.
   python -m ferjax.main --config=... --workdir=DIR --config.eval_only=True
 
 Rerunning the same command resumes from the latest checkpoint in the workdir.
-Libraries' INFO lines (Orbax, TFDS, clu) are shown with `-v 1`.
+Libraries' INFO lines (Orbax, TFDS, clu) are shown with --library_logs.
 Mistakes in the command, config or data print one line and exit with status 2.
 """
 
@@ -21,6 +21,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+flags.DEFINE_bool("library_logs", False,
+                  "Also show libraries' INFO lines (Orbax, TFDS, clu, Grain).")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
 
@@ -28,7 +30,7 @@ distributed.define_flags()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  reporting.quiet_libraries(FLAGS.verbosity)
+  reporting.quiet_libraries(not FLAGS.library_logs)
   try:
     distributed.initialize_from_flags()
     config = FLAGS.config

@@ -1,8 +1,8 @@
 """What a run prints: library chatter filtered, progress with a train-time ETA, a summary.
 
-- `quiet_libraries(verbosity)`: at absl's default verbosity 0 the INFO lines
-  of libraries (Orbax writes ~30 per checkpoint, TFDS, clu, Grain) are dropped
-  while ferjax's own INFO lines and every warning stay; `-v 1` shows them all.
+- `quiet_libraries(quiet)`: drops the INFO lines of libraries (Orbax writes
+  ~30 per checkpoint, TFDS, clu, Grain) while ferjax's own INFO lines and
+  every warning stay (`ferjax.main --library_logs` shows them all).
 - `Progress`: train throughput and ETA from train-step time only: the first
   step after a start or resume (compilation) and whatever runs inside
   `paused()` (evaluation, checkpointing) are not counted. A tqdm bar per epoch
@@ -36,10 +36,10 @@ class _LibraryInfoFilter(std_logging.Filter):
 _FILTER = _LibraryInfoFilter()
 
 
-def quiet_libraries(verbosity: int) -> None:
-  """Drops libraries' INFO lines below verbosity 1 (absl's `-v`/`--verbosity`)."""
+def quiet_libraries(quiet: bool) -> None:
+  """With `quiet`, absl's handler drops INFO (and debug) lines from outside ferjax."""
   handler = logging.get_absl_handler()
-  if verbosity < 1:
+  if quiet:
     handler.addFilter(_FILTER)
   else:
     handler.removeFilter(_FILTER)

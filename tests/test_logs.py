@@ -47,7 +47,7 @@ def test_format_duration():
   assert reporting.format_duration(3) == "3s"
 
 
-def test_library_info_lines_are_dropped_below_verbosity_1():
+def test_library_info_lines_are_dropped():
   ferjax_file = os.path.join(os.path.dirname(reporting.__file__), "train.py")
   def record(level, path):
     return logging.LogRecord("absl", level, path, 1, "message", None, None)
