@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 from matplotlib import pyplot as plt
+from matplotlib.backends import backend_agg
 
 from ferjax import metrics as metrics_lib
 from ferjax.data import augment
@@ -38,10 +39,10 @@ def eval_scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 def figure_to_array(fig: plt.Figure) -> np.ndarray:
   """Renders and closes a matplotlib figure: `[H, W, 3]` uint8."""
-  fig.canvas.draw()
-  pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
   plt.close(fig)
-  return pixels
+  canvas = backend_agg.FigureCanvasAgg(fig)  # Pixels whatever the interactive backend.
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def confusion_image(confusion: np.ndarray, class_names: tuple[str, ...],
