@@ -11,6 +11,7 @@ a `:smoke` variant, a CPU check that the method trains.
 Rerunning the same command resumes from the latest checkpoint in the workdir.
 Mistakes in the command, config or data print one line and exit with status 2;
 SIGINT (Ctrl-C) and SIGTERM print one line and exit with 130 and 143.
+Libraries' INFO lines (Orbax, TFDS, clu) are shown with --library_logs.
 """
 
 import functools
@@ -23,6 +24,8 @@ from ferjax import cli, distributed, errors, paths
 FLAGS = flags.FLAGS
 cli.define_config_flag("Config file or packaged config name, optionally with :ARG.")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+flags.DEFINE_bool("library_logs", False,
+                  "Also show libraries' INFO lines (Orbax, TFDS, clu, Grain).")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
 flags.adopt_module_key_flags(distributed)
@@ -32,7 +35,8 @@ def main(argv: list[str], *, evaluate_only: bool = False) -> None:
   if len(argv) > 1:
     errors.exit_with(f"unexpected arguments: {' '.join(argv[1:])}")
   # The ML stack (JAX, TensorFlow, Orbax) loads inside, not at import: --help stays fast.
-  from ferjax import run_config, stop_signals  # pylint: disable=g-import-not-at-top
+  from ferjax import reporting, run_config, stop_signals  # pylint: disable=g-import-not-at-top
+  reporting.quiet_libraries(not FLAGS.library_logs)
   try:
     config = FLAGS.config
     evaluate_only = evaluate_only or config.eval_only

@@ -48,6 +48,12 @@ def war_uar(confusion: np.ndarray, class_names: tuple[str, ...]) -> dict:
 def plot_confusion_matrix(confusion: np.ndarray, class_names: tuple[str, ...],
                           path: str, title: str = "") -> None:
   """Writes the row-normalised confusion matrix with counts as a PNG."""
+  save_figure(confusion_figure(confusion, class_names, title), path, dpi=100)
+
+
+def confusion_figure(confusion: np.ndarray, class_names: tuple[str, ...],
+                     title: str = "") -> plt.Figure:
+  """The row-normalised confusion matrix `[K, K]` (rows = true class) with counts."""
   rows = confusion.sum(axis=1, keepdims=True)
   normalised = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
   size = 1.0 + 0.7 * len(class_names)
@@ -63,7 +69,7 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: tuple[str, ...],
   fig.colorbar(image, ax=ax, fraction=0.046)
   ax.set_title(title)
   fig.tight_layout()
-  save_figure(fig, path, dpi=100)
+  return fig
 
 
 def save_figure(fig: plt.Figure, path: str, dpi: int) -> None:

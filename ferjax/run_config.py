@@ -198,6 +198,8 @@ SCHEMA: dict[str, Rule] = {
     "eval_batch_size": integer(1),
     "num_epochs": integer(1),
     "log_every_steps": integer(1),
+    "profile_steps": integer(0),
+    "profile_first_step": integer(0),
     "eval_every_epochs": integer(1),
     "checkpoint_every_steps": integer(1),
     "keep_checkpoints": integer(1),
@@ -207,12 +209,13 @@ SCHEMA: dict[str, Rule] = {
     "eval_ema": BOOLEAN,
     "evals.pose.buckets": optional(sequence(number())),
     "evals.aea.shuffle_seeds": optional(sequence(integer(0))),
+    "evals.tensorboard.max_examples": optional(integer(0)),
 }
 
 # The built-in plug-ins, whose settings SCHEMA checks; a registered plug-in
 # (objective or evaluator) checks its own settings when it is built.
 BUILTIN_OBJECTIVES = ("cross_entropy", "center_cosine", "soft_label_mining")
-BUILTIN_EVALUATORS = ("classification", "pose", "embedding", "aea")
+BUILTIN_EVALUATORS = ("classification", "pose", "embedding", "aea", "tensorboard")
 
 # Method settings a model or objective reads: required when it is chosen.
 NEEDED_BY = {

@@ -25,7 +25,8 @@ from etils import epath
 from flax import nnx
 
 from ferjax import checkpointing, ema as ema_lib, errors, evaluate as evaluate_lib, mix
-from ferjax import model_inputs, run_config, sharding, stop_signals, workdir_lock
+from ferjax import model_inputs, reporting, run_config, sharding, stop_signals, summaries
+from ferjax import workdir_lock
 from ferjax.data import pipeline
 from ferjax.models import registry as model_registry
 from ferjax.objectives import registry as objective_registry
@@ -272,11 +273,10 @@ class Experiment:
 
 
 def _eval_scalars(eval_metrics: dict) -> dict[str, float]:
-  """`eval/war`, ... and the EMA's `eval/ema/war`, ... for TensorBoard."""
-  scalars = {f"eval/{k}": v for k, v in eval_metrics.items() if isinstance(v, float)}
-  scalars.update({f"eval/{checkpointing.EMA_KEY}/{k}": v
-                  for k, v in eval_metrics.get(checkpointing.EMA_KEY, {}).items()
-                  if isinstance(v, float)})
+  """`eval/war`, `eval/recall/<class>`, ... and the EMA's `eval/ema/war`, ... for TensorBoard."""
+  scalars = {f"eval/{k}": v for k, v in summaries.eval_scalars(eval_metrics).items()}
+  scalars.update({f"eval/{checkpointing.EMA_KEY}/{k}": v for k, v in
+                  summaries.eval_scalars(eval_metrics.get(checkpointing.EMA_KEY, {})).items()})
   return scalars
 
 
@@ -335,6 +335,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if jax.process_index() == 0:
     (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+  writer.write_hparams(summaries.flat_hparams(config))
   state = experiment.state
   iterator = experiment.train_iterator()
   start_step, restored = checkpointer.restore_latest(
@@ -347,7 +348,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   checkpointer.check_space()  # A full disk stops the run now, not at its first save.
   runner = experiment.make_runner()
   total = experiment.num_train_steps
-  report_progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
+  progress = reporting.Progress(total_steps=total, steps_per_epoch=experiment.steps_per_epoch,
+                               start_step=start_step)
+  # One trace window, counted in steps only (no minimum duration, no hourly repeats).
+  profile = (periodic_actions.Profile(logdir=workdir, num_profile_steps=config.profile_steps,
+                                      profile_duration_ms=None, every_secs=None,
+                                      first_profile=start_step + config.profile_first_step)
+             if config.profile_steps and jax.process_index() == 0 else None)
   watch = _LossWatch()
   last_saved = start_step or None
   stop_signal_handling = contextlib.ExitStack()
@@ -362,7 +369,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       state, metrics = experiment.train_step(state, batch)
       step += 1
       watch.add(step, metrics)
-      report_progress(step)
+      progress.step(step, metrics)
+      if profile is not None:
+        profile(step)
       epoch_end = step % experiment.steps_per_epoch == 0
       eval_now = step == total or (
           epoch_end and (step // experiment.steps_per_epoch) % config.eval_every_epochs == 0)
@@ -371,24 +380,28 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       if step % config.log_every_steps == 0 or save_now or stop_now:
         averages = watch.flush(last_saved)
         if averages:
+          progress.report(step, averages["loss"])
           averages["learning_rate"] = float(
               experiment.schedule((step - 1) // experiment.accumulate_steps))
+          if progress.steps_per_second() is not None:
+            averages["steps_per_sec"] = progress.steps_per_second()
           writer.write_scalars(step, {f"train/{k}": v for k, v in averages.items()})
       # Saved before evaluating (every eval step is a save step): a failing or killed
       # evaluation loses no training. Its metrics rank the saved step afterwards. The
       # evaluators' `prepare` hooks run first: what they store in the model state (AEA's
       # feature mean) belongs in the checkpoint.
       if eval_now:
-        with report_progress.timed("eval"):
+        with progress.paused():
           eval_context, state = experiment.prepare_eval(runner, state, step,
                                                         final=step == total)
       if save_now or stop_now:
         if not _all_finite(state.model):
           raise NonFiniteLoss("NaN/inf (the parameters are not finite)", step, last_saved)
-        checkpointer.save(step, state.to_dict(), iterator)
+        with progress.paused():
+          checkpointer.save(step, state.to_dict(), iterator)
         last_saved = step
       if eval_now:
-        with report_progress.timed("eval"):
+        with progress.paused():
           eval_metrics = experiment.finish_eval(runner, eval_context)
         if step == total:
           final = eval_metrics
@@ -411,8 +424,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if hasattr(objective, "on_train_end"):
       objective.on_train_end(workdir, experiment.context)
     writer.flush()
+    progress.close()
+    reporting.print_summary(reporting.summary_lines(
+        final, workdir, best=reporting.best_checkpoint(checkpointer.manager, config.best_metric),
+        best_metric=config.best_metric))
     return final
   finally:
+    progress.close()
     stop_signal_handling.close()
     checkpointer.close()
 
@@ -454,6 +472,10 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = experiment.restore(checkpointer, step)
     if config.eval_ema:
       state = state.replace(model=state.ema, ema=None)
-    return experiment.evaluate(experiment.make_runner(), state, step, final=True)[0]
+    metrics = experiment.evaluate(experiment.make_runner(), state, step, final=True)[0]
+    reporting.print_summary(reporting.summary_lines(
+        metrics, workdir, best=reporting.best_checkpoint(checkpointer.manager, config.best_metric),
+        best_metric=config.best_metric))
+    return metrics
   finally:
     checkpointer.close()

@@ -1,8 +1,9 @@
 """ferjax's import graph: no circles, and no module imports a higher layer.
 
 Layers, lowest first (a module may import its own package and lower layers):
-errors/config_args; paths, configs, stop_signals, workdir_lock; cli, data, models, metrics, sharding, model_inputs,
-checkpointing, distributed; objectives, evaluators, optim, convert;
+errors/config_args; paths, configs, stop_signals, workdir_lock; cli, data,
+models, metrics, reporting, sharding, model_inputs, checkpointing, distributed;
+summaries; objectives, evaluators, optim, convert, mix, ema;
 run_config; evaluate; train; main, bench, folds (entry points).
 """
 
@@ -14,7 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = (
     ("errors", "config_args"),
     ("paths", "configs", "stop_signals", "workdir_lock"),
-    ("cli", "data", "models", "metrics", "sharding", "model_inputs", "checkpointing", "distributed"),
+    ("cli", "data", "models", "metrics", "reporting", "sharding", "model_inputs",
+     "checkpointing", "distributed"),
+    ("summaries",),
     ("objectives", "evaluators", "optim", "convert", "mix", "ema"),
     ("run_config",),
     ("evaluate",),

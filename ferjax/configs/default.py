@@ -87,7 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 64                         # global, over all processes and devices
   config.eval_batch_size = 128
   config.num_epochs = 10
-  config.log_every_steps = 50
+  config.log_every_steps = 50                    # train scalars to TensorBoard, progress
+  config.profile_steps = 0                       # >0: a profiler trace of this many steps
+  config.profile_first_step = 10                 # ... from this step after a (re)start
   config.eval_every_epochs = 1
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
@@ -99,9 +101,12 @@ def get_config() -> ml_collections.ConfigDict:
   # name to its settings. `classification` gives the WAR/UAR that
   # rank checkpoints. Others: `pose` ({"buckets": yaw bucket edges in degrees},
   # needs dataset.metadata "yaw"), `embedding` ({}: geometry of `features` and a
-  # 2-D plot), `aea` ({"shuffle_seeds": (0, ..., 4)}: both AEA eval modes; needed
+  # 2-D plot), `tensorboard` ({"max_examples": N}: confusion matrix and N
+  # misclassified examples as TensorBoard images), `aea` ({"shuffle_seeds":
+  # (0, ..., 4)}: both AEA eval modes; needed
   # by model.aea, it stores the train-set feature mean in the model state).
-  config.evals = ml_collections.ConfigDict({"classification": {}})
+  config.evals = ml_collections.ConfigDict({"classification": {},
+                                            "tensorboard": {"max_examples": 16}})
   return config
 
 

@@ -29,6 +29,7 @@ _BUILDERS: dict[str, str | Callable[[ml_collections.ConfigDict], Any]] = {
     "pose": "ferjax.evaluators.pose",
     "embedding": "ferjax.evaluators.embedding",
     "aea": "ferjax.evaluators.aea",
+    "tensorboard": "ferjax.evaluators.tensorboard",
 }
 
 
