@@ -12,6 +12,7 @@ Exit status: 0 when every input was read; 2 when any input could not be read,
 or when nothing could run (bad flags, workdir, checkpoint).
 """
 
+import dataclasses
 import sys
 
 from absl import app, flags, logging
@@ -44,8 +45,10 @@ def main(argv):
   if not inputs:
     errors.exit_with("no inputs: give image/video files, folders or globs after the flags")
   from ferjax.inference import cli  # pylint: disable=g-import-not-at-top  # heavy imports
+  settings = cli.Settings(**{field.name: FLAGS[field.name].value
+                             for field in dataclasses.fields(cli.Settings)})
   try:
-    status = cli.run(inputs, FLAGS)
+    status = cli.run(inputs, settings)
   except errors.UserError as e:
     logging.flush()
     errors.exit_with(e)

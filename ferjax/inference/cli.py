@@ -8,6 +8,24 @@ from ferjax.inference import crop, detection, media, output, process
 from ferjax.inference.predictor import Predictor
 
 
+@dataclasses.dataclass
+class Settings:
+  """The flags of `ferjax.predict` (same names and defaults)."""
+  workdir: str
+  checkpoint: str = "latest"
+  out: str | None = None
+  annotate: str | None = None
+  no_detect: bool = False
+  detector: str = "mtcnn"
+  max_faces: int = 0
+  min_face_size: int = 20
+  margin: float | None = None
+  align: str = "auto"
+  stride: int = 0
+  window: int = 0
+  batch_size: int = 32
+
+
 def _style(dataset_name: str, margin: float | None, align: str) -> crop.CropStyle:
   style = crop.style_for(dataset_name)
   if margin is not None:
@@ -19,11 +37,15 @@ def _style(dataset_name: str, margin: float | None, align: str) -> crop.CropStyl
   return style
 
 
-def run(inputs: list[str], flags) -> int:
-  """Predicts every input; returns the exit status (0: all read, 2: some could not be read)."""
+def run(inputs: list[str], flags: Settings) -> int:
+  """Predicts every input; returns the exit status (0: all read, 2: some could not be read).
+
+  Raises:
+    UserError: bad settings, workdir or checkpoint (nothing was processed).
+  """
   for name in ("max_faces", "stride", "window", "min_face_size"):
-    if flags[name].value < 0:
-      raise errors.UserError(f"--{name} must be >= 0, got {flags[name].value}")
+    if getattr(flags, name) < 0:
+      raise errors.UserError(f"--{name} must be >= 0, got {getattr(flags, name)}")
   if flags.batch_size < 1:
     raise errors.UserError(f"--batch_size must be >= 1, got {flags.batch_size}")
   predictor = Predictor.from_workdir(flags.workdir, flags.checkpoint, batch_size=flags.batch_size)

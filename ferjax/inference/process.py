@@ -4,12 +4,12 @@ Record (docs/inference.md has the schema): `file`, `frame` and `time` (videos;
 null for images), `last_frame`/`end_time` (clip models: the window),
 `track` (videos), `face` (rank in its image or frame), `box` [x0, y0, x1, y1]
 pixels, `score` (detector confidence, null with --no_detect), `landmarks`
-(five named points, or null), `label`, `probabilities` {class: p}.
+(five named points, or null), `label`, `probabilities` {class: p}, `logits` [K].
 """
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -71,8 +71,9 @@ class FilePredictor:
         self.predictor.num_frames // self.predictor.num_segments, train=False)
     return np.stack([crops[i] for i in chosen])
 
-  def _record(self, path: str, face: Face, rank: int, probabilities: np.ndarray, **extra) -> dict:
+  def _record(self, path: str, face: Face, rank: int, logits: np.ndarray, **extra) -> dict:
     names = self.predictor.class_names
+    probabilities = softmax(logits[None])[0]
     record = {"file": path, "frame": None, "time": None, "track": None, "face": rank,
               **face.to_json(), **extra}
     if self.options.detector is None:
@@ -80,6 +81,7 @@ class FilePredictor:
     record.setdefault("landmarks", None)
     record["label"] = names[int(np.argmax(probabilities))]
     record["probabilities"] = {n: round(float(p), 6) for n, p in zip(names, probabilities)}
+    record["logits"] = [float(v) for v in logits]
     return record
 
   def _output_path(self, path: str, suffix: str) -> str:
@@ -93,21 +95,29 @@ class FilePredictor:
   # -- images -----------------------------------------------------------------------------
 
   def images(self, paths: list[str]) -> Iterator[tuple[str, list[dict] | media.BadInput]]:
-    """(path, its records, or the BadInput) per image, predicting up to `batch_size` faces at once."""
-    batch_size = self.predictor.batch_size
-    pending: list[tuple[str, np.ndarray, list[Face], list[np.ndarray]] | tuple] = []
-    count = 0
-    for path in paths:
+    """(path, its records, or the BadInput) per image file, in order."""
+    def read(path: str) -> np.ndarray | media.BadInput:
       try:
-        pixels = media.read_image(path)
+        return media.read_image(path)
       except media.BadInput as e:
+        return e
+    return self.pixels((path, read(path)) for path in paths)
+
+  def pixels(self, items: Iterable[tuple[str, np.ndarray | media.BadInput]]
+             ) -> Iterator[tuple[str, list[dict] | media.BadInput]]:
+    """(name, records or BadInput) per (name, uint8 `[H, W, 3]` or BadInput), predicting up
+    to `batch_size` faces in one model call."""
+    batch_size = self.predictor.batch_size
+    pending, count = [], 0
+    for name, pixels in items:
+      if isinstance(pixels, media.BadInput):
         yield from self._flush_images(pending)
         pending, count = [], 0
-        yield path, e
+        yield name, pixels
         continue
       faces = self._faces(pixels)
       crops = self._crops(pixels, faces)
-      pending.append((path, pixels, faces, crops))
+      pending.append((name, pixels, faces, crops))
       count += len(crops)
       if count >= batch_size:
         yield from self._flush_images(pending)
@@ -116,11 +126,10 @@ class FilePredictor:
 
   def _flush_images(self, pending) -> Iterator[tuple[str, list[dict]]]:
     crops = [c for _, _, _, cs in pending for c in cs]
-    probabilities = (softmax(self.predictor.logits(self._still_inputs(crops))) if crops
-                     else np.zeros((0, 0)))
+    logits = self.predictor.logits(self._still_inputs(crops)) if crops else np.zeros((0, 0))
     start = 0
     for path, pixels, faces, image_crops in pending:
-      records = [self._record(path, face, k, probabilities[start + k])
+      records = [self._record(path, face, k, logits[start + k])
                  for k, face in enumerate(faces)]
       start += len(image_crops)
       if self.options.annotate_dir:
@@ -154,8 +163,8 @@ class FilePredictor:
         for track, face, face_crop in zip(ids, faces, crops):
           tracks.setdefault(track, {})[index] = (face_crop, face, time)
       elif crops:
-        probabilities = softmax(self.predictor.logits(np.stack(crops)))
-        records.extend(self._record(path, face, k, probabilities[k], frame=index,
+        logits = self.predictor.logits(np.stack(crops))
+        records.extend(self._record(path, face, k, logits[k], frame=index,
                                     time=round(time, 4), track=track)
                        for k, (face, track) in enumerate(zip(faces, ids)))
     if not num_frames:
@@ -183,10 +192,10 @@ class FilePredictor:
         meta.append((track, start, start + length - 1, middle[1]))
     if not inputs:
       return []
-    probabilities = softmax(self.predictor.logits(np.stack(inputs)))
-    return [self._record(path, face, 0, p, frame=start, time=round(times[start], 4),
+    logits = self.predictor.logits(np.stack(inputs))
+    return [self._record(path, face, 0, z, frame=start, time=round(times[start], 4),
                          last_frame=end, end_time=round(times[end], 4), track=track)
-            for (track, start, end, face), p in zip(meta, probabilities)]
+            for (track, start, end, face), z in zip(meta, logits)]
 
   def _annotate_video(self, path: str, records: list[dict]) -> None:
     """The video with, on each frame, the latest record of each track that covers it; and
