@@ -108,10 +108,6 @@ def test_clip_video_parity(clip_run, tfds_data_dir, monkeypatch, tmp_path):
   assert (row["frame"], row["last_frame"], row["track"]) == (0, len(frames) - 1, 0)
   assert_logits_close(row["logits"], logits[0])
   assert sorted(os.listdir(tmp_path / "annotated")) == ["clip.mp4", "clip_timeline.png"]
-  predictor = Predictor.from_workdir(clip_run)
-  assert_logits_close(predictor.clip_logits(np.stack(frames)), logits[:1])
-  with pytest.raises(ValueError, match="use predict_clips"):
-    predictor.predict_faces(frames[0])
 
 
 def test_astronaut_and_bad_inputs_through_the_cli(image_run, tmp_path):
@@ -239,6 +235,20 @@ def test_face_crop_levels_the_eyes():
   np.testing.assert_array_equal(plain[5:15, 5:15], 255)
   assert plain[:4].max() == 0 and plain[:, :4].max() == 0
   # Eyes on a 45 degree line: the levelled crop turns the square into a diamond.
+  # Half its diagonal is 5 sqrt(2) = 7.07 px: rows/columns 4..15 through the centre are inside,
+  # the plain crop's corner (5, 5) is outside.
   levelled = crop.crop_face(image, face, crop.CropStyle(margin=0.5, align=True))
-  assert levelled[10, 10].min() == 255 and levelled[10, 3].max() == 0
-  assert levelled[3, 10].max() < 255 and levelled[10, 16].max() > 0
+  assert levelled[10, 4:16].min() == 255 and levelled[4:16, 10].min() == 255
+  assert levelled[5, 5].max() == 0 and levelled[:2].max() == 0
+
+
+def test_iou_tracking():
+  from ferjax.inference import tracking  # pylint: disable=g-import-not-at-top
+  assert tracking.iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)
+  assert tracking.iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+  tracker = tracking.IoUTracker(min_iou=0.3, max_gap=5)
+  assert tracker.update(0, [(0, 0, 10, 10), (50, 50, 60, 60)]) == [0, 1]
+  # Moved by one pixel (IoU 9/11) and listed in the other order: same tracks.
+  assert tracker.update(1, [(51, 50, 61, 60), (1, 0, 11, 10)]) == [1, 0]
+  assert tracker.update(3, [(30, 30, 40, 40)]) == [2]     # no overlap: a new track
+  assert tracker.update(9, [(1, 0, 11, 10)]) == [3]       # track 0 unseen for 8 > 5 frames

@@ -146,7 +146,8 @@ class FilePredictor:
     Raises:
       BadInput: an unreadable video, or one without frames.
     """
-    tracker = tracking.IoUTracker()
+    # Image models see every stride-th frame: a track may skip 5 of those.
+    tracker = tracking.IoUTracker(max_gap=5 * (1 if self.clip_model else self.stride))
     records: list[dict] = []
     tracks: dict[int, dict[int, tuple]] = {}  # clip models: track -> frame -> (crop, face, time)
     times: dict[int, float] = {}
@@ -176,14 +177,18 @@ class FilePredictor:
     return records
 
   def _windows(self, path: str, tracks: dict, times: dict[int, float]) -> list[dict]:
-    """Clip-model records: windows of `window` frames every `stride` frames along each track."""
+    """Clip-model records: windows of `window` frames every `stride` frames along each track
+    (plus one ending at the track's last frame)."""
     inputs, meta = [], []
     for track, frames in sorted(tracks.items()):
       first, last = min(frames), max(frames)
       span = last - first + 1
       length = min(self.window, span)
-      for start in range(first, last - length + 2, self.stride):
-        crops, held = [], None
+      starts = list(range(first, last - length + 2, self.stride))
+      if starts[-1] + length - 1 < last:  # The track's last frames get a window too.
+        starts.append(last - length + 1)
+      for start in starts:
+        crops, held = [], frames[max(f for f in frames if f <= start)]
         for index in range(start, start + length):
           held = frames.get(index, held)  # a frame the detector missed repeats the last crop
           crops.append(held[0])
