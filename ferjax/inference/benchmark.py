@@ -13,6 +13,7 @@ that dataset's framing. `throughput`: Predictor faces/s at batch 1 and 32,
 end to end images/s with detection, video frames/s, and the detection/model split.
 """
 
+import tempfile
 import time
 
 import ml_collections
@@ -132,7 +133,6 @@ def throughput() -> None:
     frames = [np.asarray(Image.fromarray(astronaut).resize((256, 256)))] * 48
     runner = process.FilePredictor(predictor, process.Options(
         detector=detector, style=crop.style_for(predictor.config.dataset.name)))
-    import tempfile  # pylint: disable=g-import-not-at-top
     with tempfile.TemporaryDirectory() as tmp:
       path = f"{tmp}/video.mp4"
       media.write_video(path, frames, 25)

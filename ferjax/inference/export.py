@@ -14,7 +14,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from ferjax import errors, model_inputs
@@ -159,10 +158,3 @@ def export(predictor: Predictor, export_format: str, out_dir: str, *,
     json.dump(sig, f, indent=2)
   return sig
 
-
-def resized_input(predictor: Predictor, faces: list[np.ndarray]) -> np.ndarray:
-  """Face crops -> the exported input `[B, R, R, 3]` (PIL bilinear resize, as evaluation)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  resize = predictor.config.input.resize_size
-  return np.stack([np.asarray(Image.fromarray(f).resize((resize, resize), Image.BILINEAR))
-                   for f in faces])

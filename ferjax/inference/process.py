@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+from PIL import Image
 
 from ferjax.data import frame_sampling
 from ferjax.inference import annotate, crop, media, tracking
@@ -134,7 +135,6 @@ class FilePredictor:
       start += len(image_crops)
       if self.options.annotate_dir:
         annotated = annotate.draw(pixels, records)
-        from PIL import Image  # pylint: disable=g-import-not-at-top
         Image.fromarray(annotated).save(self._output_path(path, ".png"))
       yield path, records
 
