@@ -252,3 +252,32 @@ def test_iou_tracking():
   assert tracker.update(1, [(51, 50, 61, 60), (1, 0, 11, 10)]) == [1, 0]
   assert tracker.update(3, [(30, 30, 40, 40)]) == [2]     # no overlap: a new track
   assert tracker.update(9, [(1, 0, 11, 10)]) == [3]       # track 0 unseen for 8 > 5 frames
+
+
+@pytest.mark.parametrize("config_name,arg", [
+    ("stse_resnet50", "synthetic"), ("msfe", "synthetic"), ("lstpnet", "synthetic,baseline"),
+    ("slm_aea", "synthetic")])
+def test_restore_reads_every_model_family(config_name, arg, tmp_path):
+  """A train-state checkpoint of each family (written as training writes it) restores the
+  model's variables exactly, without the objective or the optimizer state."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from ferjax.models import registry  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{config_name}").get_config(arg)
+  config.model.depth = 18
+  build = lambda seed: registry.build_model(config.model, 7, rngs=nnx.Rngs(seed))
+  model = build(1)
+  objective = nnx.Linear(2, 3, rngs=nnx.Rngs(0))  # Stands in for the objective ("1").
+  _, params, rest = nnx.split((model, objective), nnx.Param, ...)
+  state = train.TrainState(np.int32(5), params, rest, {"mu": params})
+  with ocp.StandardCheckpointer() as checkpointer:  # Closing waits for the async save.
+    checkpointer.save(tmp_path / "5" / "state", state)
+  restored = restore.restore_model_variables(epath.Path(tmp_path / "5"),
+                                             nnx.eval_shape(lambda: build(0)))
+  expected = nnx.to_flat_state(nnx.state(model))
+  got = dict(nnx.to_flat_state(restored))
+  assert len(got) == len(expected)
+  for path, variable in expected:
+    np.testing.assert_array_equal(np.asarray(got[path][...]), np.asarray(variable[...]),
+                                  err_msg=str(path))
