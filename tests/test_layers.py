@@ -3,8 +3,8 @@
 Layers, lowest first (a module may import its own package and lower layers):
 errors/config_args; paths, configs, stop_signals, workdir_lock; cli, data,
 models, metrics, reporting, sharding, model_inputs, checkpointing, distributed;
-summaries; objectives, evaluators, optim, convert, mix, ema;
-run_config; evaluate; train; main, bench, folds (entry points).
+summaries; objectives, evaluators, optim, convert, mix, ema, inference;
+run_config; evaluate; train; main, bench, folds, predict, export (entry points).
 """
 
 import ast
@@ -18,11 +18,11 @@ LAYERS = (
     ("cli", "data", "models", "metrics", "reporting", "sharding", "model_inputs",
      "checkpointing", "distributed"),
     ("summaries",),
-    ("objectives", "evaluators", "optim", "convert", "mix", "ema"),
+    ("objectives", "evaluators", "optim", "convert", "mix", "ema", "inference"),
     ("run_config",),
     ("evaluate",),
     ("train",),
-    ("main", "bench", "folds"),
+    ("main", "bench", "folds", "predict", "export"),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

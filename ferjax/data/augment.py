@@ -149,7 +149,10 @@ class ImageTransform:
 
   def image(self, encoded: bytes, rng: np.random.Generator | None, key: str = "") -> np.ndarray:
     """Encoded image -> uint8 `[S, S, 3]`."""
-    image = decode(encoded, key)
+    return self.decoded_image(decode(encoded, key), rng)
+
+  def decoded_image(self, image: Image.Image, rng: np.random.Generator | None) -> np.ndarray:
+    """RGB PIL image -> uint8 `[S, S, 3]` (`image` after decoding)."""
     if self.train:
       image = add_gaussian_noise(image, self.noise_var, rng)
     return self._apply(image, self._plan(*image.size, rng))
@@ -157,6 +160,10 @@ class ImageTransform:
   def clip(self, encoded_frames: list[bytes], rng: np.random.Generator | None,
            key: str = "") -> np.ndarray:
     """Encoded frames -> uint8 `[T, S, S, 3]` with clip-consistent augmentation."""
-    frames = [decode(f, key) for f in encoded_frames]
+    return self.decoded_clip([decode(f, key) for f in encoded_frames], rng)
+
+  def decoded_clip(self, frames: list[Image.Image],
+                   rng: np.random.Generator | None) -> np.ndarray:
+    """RGB PIL frames (one size) -> uint8 `[T, S, S, 3]` (`clip` after decoding)."""
     plan = self._plan(*frames[0].size, rng)
     return np.stack([self._apply(f, plan) for f in frames])

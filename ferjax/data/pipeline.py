@@ -369,6 +369,17 @@ def _metadata_templates(split: SplitSource,
   return templates
 
 
+def make_transform(input_config: ml_collections.ConfigDict, *,
+                   train: bool) -> augment.ImageTransform:
+  """The train or eval `ImageTransform` that `config.input` describes."""
+  return augment.ImageTransform(
+      train=train, image_size=input_config.image_size,
+      resize_size=input_config.resize_size, train_crop=input_config.train_crop,
+      hflip=input_config.hflip, gaussian_noise_var=input_config.gaussian_noise_var,
+      erasing_prob=input_config.random_erasing, erasing_scale=input_config.erasing_scale,
+      erasing_fill=tuple(int(round(255 * m)) for m in input_config.mean))
+
+
 class BatchLoader:
   """Maps a global batch number to this process's rows of that batch (picklable)."""
 
@@ -397,12 +408,7 @@ class BatchLoader:
     self.num_frames = num_frames
     self.num_segments = num_segments
     self.image_size = config.input.image_size
-    self.transform = augment.ImageTransform(
-        train=train, image_size=config.input.image_size,
-        resize_size=config.input.resize_size, train_crop=config.input.train_crop,
-        hflip=config.input.hflip, gaussian_noise_var=config.input.gaussian_noise_var,
-        erasing_prob=config.input.random_erasing, erasing_scale=config.input.erasing_scale,
-        erasing_fill=tuple(int(round(255 * m)) for m in config.input.mean))
+    self.transform = make_transform(config.input, train=train)
 
   @functools.lru_cache(maxsize=2)
   def _order(self, epoch: int) -> np.ndarray:

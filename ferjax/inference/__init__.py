@@ -1,0 +1,1 @@
+"""Applying a trained ferjax model: Predictor, face detection and cropping, video, export."""
