@@ -9,13 +9,16 @@ docs/inference.md). Each writes `signature.json` (input shape, dtype and range,
 outputs, class names). Mistakes print `ferjax: error: ...` and exit with status 2.
 """
 
+import sys
+
 from absl import app, flags, logging
 
-from ferjax import errors
+from ferjax import cli, errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The ferjax run (its config.json and checkpoints/).")
 flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a saved step number.")
+flags.DEFINE_bool("ema", False, "Export the run's weight moving average (config.ema.decay > 0).")
 flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "savedmodel", "onnx"], "Export format.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_list("platforms", ["cpu"], "stablehlo: platforms to lower for (cpu, cuda, tpu).")
@@ -28,7 +31,7 @@ def main(argv):
   from ferjax.inference import export  # pylint: disable=g-import-not-at-top  # heavy imports
   from ferjax.inference.predictor import Predictor  # pylint: disable=g-import-not-at-top
   try:
-    predictor = Predictor.from_workdir(FLAGS.workdir, FLAGS.checkpoint)
+    predictor = Predictor.from_workdir(FLAGS.workdir, FLAGS.checkpoint, ema=FLAGS.ema)
     signature = export.export(predictor, FLAGS.format, FLAGS.out, platforms=FLAGS.platforms)
   except errors.UserError as e:
     logging.flush()
@@ -39,9 +42,9 @@ def main(argv):
         f"{FLAGS.out} ({', '.join(signature['files'])} + signature.json)")
 
 
-def run():
-  """Console entry point."""
-  app.run(main, flags_parser=errors.parse_flags)
+def run() -> None:
+  """Console entry point `ferjax-export`."""
+  cli.run(main, sys.modules[__name__], errors.parse_flags)
 
 
 if __name__ == "__main__":

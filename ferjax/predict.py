@@ -17,11 +17,12 @@ import sys
 
 from absl import app, flags, logging
 
-from ferjax import errors
+from ferjax import cli, errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The ferjax run (its config.json and checkpoints/).")
 flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a saved step number.")
+flags.DEFINE_bool("ema", False, "Use the run's weight moving average (config.ema.decay > 0).")
 flags.DEFINE_string("out", None, "Write records to FILE.jsonl or FILE.csv instead of stdout.")
 flags.DEFINE_string("annotate", None, "Write annotated images/videos and video timelines here.")
 flags.DEFINE_bool("no_detect", False, "Inputs are face crops already: no detection.")
@@ -44,20 +45,21 @@ def main(argv):
   inputs = argv[1:]
   if not inputs:
     errors.exit_with("no inputs: give image/video files, folders or globs after the flags")
-  from ferjax.inference import cli  # pylint: disable=g-import-not-at-top  # heavy imports
-  settings = cli.Settings(**{field.name: FLAGS[field.name].value
-                             for field in dataclasses.fields(cli.Settings)})
+  # pylint: disable-next=g-import-not-at-top  # heavy imports
+  from ferjax.inference import cli as predict_cli
+  settings = predict_cli.Settings(**{field.name: FLAGS[field.name].value
+                                     for field in dataclasses.fields(predict_cli.Settings)})
   try:
-    status = cli.run(inputs, settings)
+    status = predict_cli.run(inputs, settings)
   except errors.UserError as e:
     logging.flush()
     errors.exit_with(e)
   sys.exit(status)
 
 
-def run():
-  """Console entry point."""
-  app.run(main, flags_parser=errors.parse_flags)
+def run() -> None:
+  """Console entry point `ferjax-predict`."""
+  cli.run(main, sys.modules[__name__], errors.parse_flags)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ class Settings:
   """The flags of `ferjax.predict` (same names and defaults)."""
   workdir: str
   checkpoint: str = "latest"
+  ema: bool = False
   out: str | None = None
   annotate: str | None = None
   no_detect: bool = False
@@ -48,7 +49,8 @@ def run(inputs: list[str], flags: Settings) -> int:
       raise errors.UserError(f"--{name} must be >= 0, got {getattr(flags, name)}")
   if flags.batch_size < 1:
     raise errors.UserError(f"--batch_size must be >= 1, got {flags.batch_size}")
-  predictor = Predictor.from_workdir(flags.workdir, flags.checkpoint, batch_size=flags.batch_size)
+  predictor = Predictor.from_workdir(flags.workdir, flags.checkpoint, batch_size=flags.batch_size,
+                                     ema=flags.ema)
   detector = (None if flags.no_detect else
               detection.make_detector(flags.detector, min_face_size=flags.min_face_size))
   options = process.Options(
