@@ -227,6 +227,7 @@ def _replica_groups(text: str, num_devices: int) -> np.ndarray:
 
 
 _INSTRUCTION = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
+_MEGASCALE = re.compile(r'_xla_megascale_transfer_type="(\w+)"')
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
                 "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 
@@ -236,7 +237,20 @@ def collectives(hlo_text: str, devices) -> list[dict]:
   how many hosts / slices one group spans. `devices`: the executable's devices in logical
   id order (the mesh's, flattened)."""
   found = []
+  slices = len({getattr(d, "slice_index", 0) for d in devices})
   for line in hlo_text.splitlines():
+    dcn = _MEGASCALE.search(line)
+    if dcn and re.search(r"\ssend\(", line):
+      # Multi-slice: each slice's program hands its shard to the DCN runtime (a host
+      # transfer); the same shard of every slice is reduced across slices.
+      dtype, dims = re.search(r"(\w+)\[([\d,]*)\]", line.split("=", 1)[1]).groups()
+      elements = math.prod(int(d) for d in dims.split(",") if d)
+      found.append({"kind": f"dcn-{dcn[1].lower().replace('_', '-')}", "dtypes": [dtype],
+                    "elements": elements, "bytes": elements * _DTYPE_BYTES.get(dtype, 4),
+                    "replica_groups": f"the same shard in each of {slices} slices",
+                    "group_size": slices, "num_groups": len(devices) // slices,
+                    "hosts_per_group": slices, "slices_per_group": slices})
+      continue
     match = _INSTRUCTION.search(line)
     if not match or line.lstrip().startswith("ROOT %tuple"):
       continue
@@ -272,19 +286,30 @@ def _memory(compiled) -> dict:
   return memory
 
 
-def _cost(compiled, lowered) -> dict:
-  """Per-device FLOPs and bytes accessed; from the unpartitioned module / devices when the
-  compiled executable has no cost analysis (GPU compile-only clients)."""
-  cost = compiled.cost_analysis()
-  if cost:
-    return {"flops": float(cost.get("flops", 0)),
-            "bytes_accessed": float(cost.get("bytes accessed", 0)), "source": "compiled"}
-  cost = lowered.cost_analysis() or {}
-  num_devices = len(lowered.compile_args["device_assignment"] or [1]) if hasattr(
-      lowered, "compile_args") else 1
+def _model_cost(lowered, num_devices: int) -> dict:
+  """FLOPs and bytes of the program as written (XLA's cost model on the unpartitioned,
+  unoptimised module, counted by the CPU client: compile-only clients have none), / devices."""
+  from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
+  module = lowered.compiler_ir("hlo").as_hlo_module()
+  cost = _jax.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
   return {"flops": float(cost.get("flops", 0)) / num_devices,
-          "bytes_accessed": float(cost.get("bytes accessed", 0)) / num_devices,
-          "source": "lowered HLO / devices"}
+          "bytes_accessed": float(cost.get("bytes accessed", 0)) / num_devices}
+
+
+def _cost(compiled, lowered, num_devices: int) -> dict:
+  """Per-device cost: `model_*` from the program as written, `flops`/`bytes_accessed` from
+  the target's compiled program (with its padding and layout changes) where the target's
+  compiler reports them (TPU), else the model figures (GPU compile-only clients)."""
+  model = _model_cost(lowered, num_devices)
+  cost = {"model_flops": model["flops"], "model_bytes_accessed": model["bytes_accessed"]}
+  compiled_cost = compiled.cost_analysis()
+  if compiled_cost:
+    cost.update(flops=float(compiled_cost.get("flops", 0)),
+                bytes_accessed=float(compiled_cost.get("bytes accessed", 0)), source="compiled")
+  else:
+    cost.update(flops=model["flops"], bytes_accessed=model["bytes_accessed"],
+                source="program as written (the target's compiler gives no cost analysis)")
+  return cost
 
 
 def compile_step(step, args, devices) -> dict:
@@ -295,7 +320,7 @@ def compile_step(step, args, devices) -> dict:
   compiled = lowered.compile()
   seconds = time.perf_counter() - start
   return {"compile_seconds": round(seconds, 1), "memory": _memory(compiled),
-          "cost": _cost(compiled, lowered), "collectives": collectives(compiled.as_text(), devices)}
+          "cost": _cost(compiled, lowered, len(devices)), "collectives": collectives(compiled.as_text(), devices)}
 
 
 # Collectives above this many elements are listed one by one; in the train step these
@@ -304,9 +329,10 @@ LARGE_ELEMENTS = 65536
 
 
 def gradient_all_reduces(report: dict) -> list[dict]:
-  """The train step's large all-reduces: the gradients (XLA combines them into few)."""
-  return [c for c in report["collectives"]
-          if c["kind"] == "all-reduce" and c["elements"] > LARGE_ELEMENTS]
+  """The train step's large reductions: the gradients (XLA combines them into few; across
+  slices, reduce-scatter in the slice + DCN all-reduce + all-gather)."""
+  return [c for c in report["collectives"] if c["elements"] > LARGE_ELEMENTS
+          and c["kind"] in ("all-reduce", "reduce-scatter", "dcn-all-reduce")]
 
 
 def report_for(config: ml_collections.ConfigDict, target: Target, num_train: int,
@@ -387,9 +413,10 @@ def format_report(report: dict) -> str:
                  f"{_mib(memory['argument'])}, outputs {_mib(memory['output'])}, aliased "
                  f"{_mib(memory['alias'])}, temporaries {_mib(memory['temp'])}, code "
                  f"{_mib(memory['generated_code'])}, total {_mib(memory['total'])}")
-    lines.append(f"  {part['cost']['flops'] / 1e9:,.1f} GFLOP and "
-                 f"{part['cost']['bytes_accessed'] / 1e9:,.2f} GB accessed per device and step "
-                 f"({part['cost']['source']})")
+    cost = part["cost"]
+    lines.append(f"  per device and step: {cost['flops'] / 1e9:,.1f} GFLOP, "
+                 f"{cost['bytes_accessed'] / 1e9:,.2f} GB accessed ({cost['source']}); the "
+                 f"program as written: {cost['model_flops'] / 1e9:,.1f} GFLOP")
   lines.append(f"fits: {report['fits']} (train step {_mib(report['train']['memory']['total'])} "
                f"of {report['hbm_bytes'] / 1e9:.0f} GB HBM with {report['headroom']:.0%} kept free)")
   roof = report["roofline"]
