@@ -129,8 +129,9 @@ def make_target(name: str, num_slices: int = 1) -> Target:
                              f"h100|h200|a100xN (N <= 8 or a multiple of 8)")
   except (RuntimeError, ValueError, NotImplementedError) as e:
     plugin = "jax[tpu] (libtpu)" if tpu else "jax-cuda12-plugin"
-    raise errors.UserError(f"--target={name}: no compile-only devices ({str(e).splitlines()[0]}); "
-                           f"install {plugin} matching jax {jax.__version__}") from None
+    raise errors.UserError(f"--target={name}: no compile-only devices ({str(e).splitlines()[0]})"
+                           f"; check the topology, and that {plugin} matching jax "
+                           f"{jax.__version__} is installed") from None
   peak = peaks.lookup(devices[0].device_kind)
   if peak is None:
     raise errors.UserError(f"--target={name}: no peak figures for {devices[0].device_kind!r} "
