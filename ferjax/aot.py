@@ -252,12 +252,10 @@ def collectives(hlo_text: str, devices) -> list[dict]:
                     "group_size": slices, "num_groups": len(devices) // slices,
                     "hosts_per_group": slices, "slices_per_group": slices})
       continue
-    match = _INSTRUCTION.search(line)
-    if not match or line.lstrip().startswith("ROOT %tuple"):
+    match = _INSTRUCTION.search(line)   # `*-done` ops do not match: counted at their start
+    if not match:
       continue
     result_type, kind = match.groups()
-    if kind == "all-reduce" and "-start(" not in line and "all-reduce-done" in line:
-      continue
     shapes = re.findall(r"(\w+)\[([\d,]*)\]", result_type)
     if kind in ("all-gather", "collective-permute") and "-start(" in line:
       shapes = shapes[len(shapes) // 2:]  # async starts return (operands, results)

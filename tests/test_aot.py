@@ -94,3 +94,18 @@ def test_replica_group_notations():
       aot._replica_groups("mesh['a'=2,'b'=4] {'a'}", len(devices)),
       [[0, 4], [1, 5], [2, 6], [3, 7]])
   np.testing.assert_array_equal(aot._replica_groups("{}", 3), [[0, 1, 2]])
+
+
+def test_collectives_parsed_from_hlo_text():
+  class Device:
+    def __init__(self, i):
+      self.process_index, self.slice_index = i // 2, 0   # 2 devices per host
+
+  hlo = ("  %ars = (f32[8]{0}, bf16[4]{0}) all-reduce-start(%a, %b), channel_id=1, "
+         "replica_groups={{0,1,2,3}}, use_global_device_ids=true, to_apply=%add\n"
+         "  %ard = (f32[8]{0}, bf16[4]{0}) all-reduce-done(%ars)\n"
+         "  %ag = f32[16]{0} all-gather(%x), replica_groups=[2,2]<=[4], dimensions={0}\n")
+  reduce, gather = aot.collectives(hlo, [Device(i) for i in range(4)])
+  assert (reduce["kind"], reduce["elements"], reduce["bytes"]) == ("all-reduce", 12, 8 * 4 + 4 * 2)
+  assert (reduce["group_size"], reduce["hosts_per_group"]) == (4, 2)
+  assert (gather["num_groups"], gather["group_size"], gather["hosts_per_group"]) == (2, 2, 1)
