@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
+from ferjax import aot
 from ferjax.models import resnet, small_map_conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -47,7 +48,7 @@ def test_matches_lax_value_and_gradient(size, kernel, stride):
 def test_dispatch_only_for_small_ungrouped_outputs(monkeypatch):
   calls = []
   monkeypatch.setattr(small_map_conv, "shifted_matmul_conv",
-                      lambda *a, **k: calls.append(a[0].shape) or jnp.zeros(()))
+                      lambda *a, **k: calls.append(a[0].shape) or jnp.zeros((1, 2, 2, 4)))
   dn = lax.conv_dimension_numbers((1, 8, 8, 4), (3, 3, 4, 4), NHWC)
   w = jnp.ones((3, 3, 4, 4))
   small_map_conv.conv_general_dilated(jnp.ones((1, 2, 2, 4)), w, (1, 1), ((1, 1), (1, 1)),
@@ -63,9 +64,31 @@ def test_dispatch_only_for_small_ungrouped_outputs(monkeypatch):
 
 
 def test_resnet_logits_unchanged_by_the_shortcut(monkeypatch):
+  """Runs on CPU through the shortcut (layer3/4 maps are 2x2/1x1) and matches the library."""
   model = resnet.ResNet(18, 7, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))   # layer3 2x2, layer4 1x1
   fast = model(x, train=False)["logits"]
   monkeypatch.setattr(small_map_conv, "MAX_OUTPUT_PIXELS", 0)
   reference = model(x, train=False)["logits"]
   np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+def _grad_hlo(device) -> str:
+  """Compiled HLO of a 3x3 conv's gradient on a 2x2 map (the shortcut's shape) for `device`."""
+  conv = resnet.conv(8, 8, 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(conv)
+  on_device = jax.sharding.SingleDeviceSharding(device)
+  spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_device)
+  loss = lambda state, x: jnp.sum(jnp.sin(nnx.merge(graphdef, state)(x)))
+  return jax.jit(jax.grad(loss, (0, 1))).lower(
+      jax.tree.map(spec, state), spec(jnp.zeros((2, 2, 2, 8)))).compile().as_text()
+
+
+def test_cpu_path_only_in_cpu_executables():
+  """The platform is the compiled program's, not the host's: a TPU program compiled on
+  this CPU host holds only library convolutions."""
+  assert small_map_conv.SHORTCUT_SCOPE in _grad_hlo(jax.devices("cpu")[0])
+  tpu = aot.make_target("v5e:2x2").devices[0]   # libtpu: the `test` extra installs jax[tpu]
+  tpu_hlo = _grad_hlo(tpu)
+  assert small_map_conv.SHORTCUT_SCOPE not in tpu_hlo
+  assert " convolution(" in tpu_hlo

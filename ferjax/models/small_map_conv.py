@@ -10,11 +10,14 @@ ResNet's last stage runs at 1/32 of the input, so the 32-64 pixel inputs of
 the synthetic configs hit this in every step.
 
 `conv_general_dilated` is a drop-in for `jax.lax.conv_general_dilated` (the
-`conv_general_dilated` argument of `nnx.Conv`): on the CPU backend, for
-ungrouped, undilated NHWC/HWIO convolutions with at most
-`MAX_OUTPUT_PIXELS` output pixels, it sums `kh * kw` strided slices of the
-padded input times the kernel as one matmul; otherwise, and on every other
-backend, it calls `lax.conv_general_dilated` unchanged. Parameters and
+`conv_general_dilated` argument of `nnx.Conv`): for ungrouped, undilated
+NHWC/HWIO convolutions with at most `MAX_OUTPUT_PIXELS` output pixels, a
+computation lowered for CPU sums `kh * kw` strided slices of the padded
+input times the kernel as one matmul; otherwise, and in any computation
+lowered for another platform, it calls `lax.conv_general_dilated` unchanged.
+The choice is made per lowering platform (`jax.lax.platform_dependent`), not
+by the host's default backend, so a TPU or GPU program compiled ahead of time
+on a CPU host (ferjax.aot) never contains the CPU path. Parameters and
 results are the same either way (up to float summation order).
 """
 
@@ -26,6 +29,8 @@ import jax.numpy as jnp
 from jax import lax
 
 MAX_OUTPUT_PIXELS = 9  # up to 3x3 outputs; at 4x4 the library convolution wins again
+# Name scope of the shortcut's ops: HLO metadata shows where it was compiled in.
+SHORTCUT_SCOPE = "small_map_conv_shortcut"
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                  out_spec=(0, 3, 1, 2))
 
@@ -42,7 +47,7 @@ def shifted_matmul_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   as one `[N*Ho*Wo, kh*kw*Cin] @ [kh*kw*Cin, Cout]` matmul.
   """
   kh, kw = kernel.shape[:2]
-  (sh, sw), (ph, pw) = strides, padding
+  (sh, sw), (ph, pw) = strides, tuple(tuple(p) for p in padding)
   ho = _output_size(x.shape[1], kh, sh, ph)
   wo = _output_size(x.shape[2], kw, sw, pw)
   padded = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
@@ -55,9 +60,10 @@ def shifted_matmul_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
                     preferred_element_type=kwargs.get("preferred_element_type"))
 
 
-def _takes_shortcut(x: jax.Array, kernel: jax.Array, strides, padding, lhs_dilation,
-                    rhs_dilation, dimension_numbers, feature_group_count) -> bool:
-  if jax.default_backend() != "cpu" or x.ndim != 4 or feature_group_count != 1:
+def _shortcut_applies(x: jax.Array, kernel: jax.Array, strides, padding, lhs_dilation,
+                      rhs_dilation, dimension_numbers, feature_group_count) -> bool:
+  """Whether the convolution has the shape that the CPU shortcut computes."""
+  if x.ndim != 4 or feature_group_count != 1:
     return False
   if isinstance(padding, str) or dimension_numbers != _NHWC:
     return False
@@ -74,11 +80,21 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          rhs_dilation: Sequence[int] | None = None,
                          dimension_numbers: Any = None, feature_group_count: int = 1,
                          precision: Any = None, **kwargs: Any) -> jax.Array:
-  """`lax.conv_general_dilated`, with tiny-output CPU convs as a shifted matmul."""
-  if _takes_shortcut(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                     dimension_numbers, feature_group_count):
-    return shifted_matmul_conv(lhs, rhs, window_strides, padding, precision=precision,
-                               preferred_element_type=kwargs.get("preferred_element_type"))
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                  rhs_dilation, dimension_numbers, feature_group_count,
-                                  precision=precision, **kwargs)
+  """`lax.conv_general_dilated`; on CPU, tiny-output convs run as a shifted matmul."""
+
+  def library(x, w):
+    return lax.conv_general_dilated(x, w, window_strides, padding, lhs_dilation,
+                                    rhs_dilation, dimension_numbers, feature_group_count,
+                                    precision=precision, **kwargs)
+
+  if not _shortcut_applies(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                           dimension_numbers, feature_group_count):
+    return library(lhs, rhs)
+
+  def shortcut(x, w):
+    with jax.named_scope(SHORTCUT_SCOPE):
+      return shifted_matmul_conv(x, w, window_strides, padding, precision=precision,
+                                 preferred_element_type=kwargs.get("preferred_element_type"))
+
+  # Every branch is traced; XLA only ever sees the one of the platform it compiles for.
+  return lax.platform_dependent(lhs, rhs, cpu=shortcut, default=library)

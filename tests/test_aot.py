@@ -1,0 +1,111 @@
+"""ferjax.aot compiles the real train step for a 4-chip TPU slice on this CPU host."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import resnet as resnet_config
+from ferjax import aot, sharding
+from ferjax.models import resnet
+
+IMAGE, PER_DEVICE, CLASSES = 64, 4, 7
+
+
+def _valid_taps(size: int, kernel: int, stride: int, pad: int) -> tuple[int, int]:
+  """(output size, kernel taps inside the unpadded input summed over the outputs), 1-D."""
+  out = (size + 2 * pad - kernel) // stride + 1
+  taps = sum(1 for y in range(out) for i in range(kernel) if 0 <= stride * y + i - pad < size)
+  return out, taps
+
+
+def _resnet18_forward_flops(batch: int) -> tuple[int, int]:
+  """Multiply-add FLOPs (2 per MAC, padding taps excluded) of ResNet-18's convolutions and
+  classifier on [batch, IMAGE, IMAGE, 3], and its convolution kernel parameter count."""
+  flops, params = 0, 0
+
+  def conv(size, cin, cout, kernel, stride):
+    nonlocal flops, params
+    out, taps = _valid_taps(size, kernel, stride, kernel // 2)
+    flops += 2 * batch * taps * taps * cin * cout
+    params += kernel * kernel * cin * cout
+    return out
+
+  size = conv(IMAGE, 3, 64, 7, 2)
+  size = (size + 2 - 3) // 2 + 1                       # 3x3/2 max pool, padding 1
+  cin = 64
+  for width, stride in zip(resnet.STAGE_WIDTHS, (1, 2, 2, 2)):
+    for block in range(2):
+      s = stride if block == 0 else 1
+      if s != 1 or cin != width:
+        conv(size, cin, width, 1, s)                   # downsample shortcut
+      out = conv(size, cin, width, 3, s)
+      size = conv(out, width, width, 3, 1)
+      cin = width
+  flops += 2 * batch * 512 * CLASSES
+  return flops, params
+
+
+@pytest.fixture(scope="module")
+def report():
+  config = resnet_config.get_config("synthetic")
+  config.input.image_size = IMAGE
+  target = aot.make_target("v5e:2x2")               # 4 chips, libtpu from the `test` extra
+  config.batch_size = PER_DEVICE * len(target.devices)
+  mesh = jax.sharding.Mesh(np.asarray(target.devices), (sharding.DATA_AXIS,))
+  train_step, _, state = aot.build_steps(config, mesh, num_train=100)
+  batch = aot.abstract_batch(config, config.batch_size, sharding.batch_sharding(mesh))
+  return aot.compile_step(train_step, (state, batch), list(mesh.devices.flat)), target
+
+
+def test_fits(report):
+  compiled, target = report
+  memory = compiled["memory"]
+  assert 0 < memory["total"] < 0.9 * target.peak.hbm_bytes
+  assert memory["alias"] > 0                           # the donated state is updated in place
+
+
+def test_flops_match_the_analytic_count(report):
+  compiled, _ = report
+  forward, _ = _resnet18_forward_flops(PER_DEVICE)
+  assert compiled["cost"]["model_flops"] == pytest.approx(3 * forward, rel=0.1)
+  # The TPU program computes at least that (its layouts pad small maps and channels).
+  assert compiled["cost"]["flops"] >= 0.95 * compiled["cost"]["model_flops"]
+
+
+def test_one_float32_gradient_all_reduce_over_the_data_axis(report):
+  compiled, _ = report
+  _, conv_params = _resnet18_forward_flops(1)
+  gradients = [c for c in compiled["collectives"] if c["elements"] > aot.LARGE_ELEMENTS]
+  assert len(gradients) == 1
+  (gradient,) = gradients
+  assert gradient["kind"] == "all-reduce" and gradient["dtypes"] == ["f32"]
+  assert (gradient["group_size"], gradient["num_groups"]) == (4, 1)
+  # Every kernel's gradient; at most the BatchNorm and classifier parameters besides.
+  assert conv_params <= gradient["elements"] <= conv_params + 2 * 4800 + 512 * CLASSES + CLASSES
+  assert {c["kind"] for c in compiled["collectives"]} == {"all-reduce"}   # state replicated
+
+
+def test_replica_group_notations():
+  devices = list(range(8))
+  np.testing.assert_array_equal(aot._replica_groups("{{0,2},{1,3}}", 4), [[0, 2], [1, 3]])
+  np.testing.assert_array_equal(aot._replica_groups("[2,4]<=[4,2]T(1,0)", 8),
+                                [[0, 2, 4, 6], [1, 3, 5, 7]])
+  np.testing.assert_array_equal(
+      aot._replica_groups("mesh['a'=2,'b'=4] {'a'}", len(devices)),
+      [[0, 4], [1, 5], [2, 6], [3, 7]])
+  np.testing.assert_array_equal(aot._replica_groups("{}", 3), [[0, 1, 2]])
+
+
+def test_collectives_parsed_from_hlo_text():
+  class Device:
+    def __init__(self, i):
+      self.process_index, self.slice_index = i // 2, 0   # 2 devices per host
+
+  hlo = ("  %ars = (f32[8]{0}, bf16[4]{0}) all-reduce-start(%a, %b), channel_id=1, "
+         "replica_groups={{0,1,2,3}}, use_global_device_ids=true, to_apply=%add\n"
+         "  %ard = (f32[8]{0}, bf16[4]{0}) all-reduce-done(%ars)\n"
+         "  %ag = f32[16]{0} all-gather(%x), replica_groups=[2,2]<=[4], dimensions={0}\n")
+  reduce, gather = aot.collectives(hlo, [Device(i) for i in range(4)])
+  assert (reduce["kind"], reduce["elements"], reduce["bytes"]) == ("all-reduce", 12, 8 * 4 + 4 * 2)
+  assert (reduce["group_size"], reduce["hosts_per_group"]) == (4, 2)
+  assert (gather["num_groups"], gather["group_size"], gather["hosts_per_group"]) == (2, 2, 1)
