@@ -6,6 +6,13 @@ import sys
 
 import pytest
 
+try:
+  # torchvision's extension modules crash (SIGSEGV) when first loaded after libtpu (the
+  # TPU compile tests) in the same process; loaded first, both work.
+  import torchvision  # pylint: disable=unused-import
+except ImportError:  # The `torch` extra is not installed.
+  pass
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Overrides that shrink configs/resnet.py:synthetic to seconds on a CPU.

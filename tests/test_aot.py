@@ -1,11 +1,11 @@
-"""ferjax.aot compiles the real train step for a 4-chip TPU slice on this CPU host."""
+"""ferjax.scaling compiles the real train step for a 4-chip TPU slice on this CPU host."""
 
 import jax
 import numpy as np
 import pytest
 
 from configs import resnet as resnet_config
-from ferjax import aot, sharding
+from ferjax import scaling, sharding
 from ferjax.models import resnet
 
 IMAGE, PER_DEVICE, CLASSES = 64, 4, 7
@@ -49,12 +49,12 @@ def _resnet18_forward_flops(batch: int) -> tuple[int, int]:
 def report():
   config = resnet_config.get_config("synthetic")
   config.input.image_size = IMAGE
-  target = aot.make_target("v5e:2x2")               # 4 chips, libtpu from the `test` extra
+  target = scaling.make_target("v5e:2x2")               # 4 chips, libtpu from the `test` extra
   config.batch_size = PER_DEVICE * len(target.devices)
   mesh = jax.sharding.Mesh(np.asarray(target.devices), (sharding.DATA_AXIS,))
-  train_step, _, state = aot.build_steps(config, mesh, num_train=100)
-  batch = aot.abstract_batch(config, config.batch_size, sharding.batch_sharding(mesh))
-  return aot.compile_step(train_step, (state, batch), list(mesh.devices.flat)), target
+  train_step, _, state = scaling.build_steps(config, mesh, num_train=100)
+  batch = scaling.abstract_batch(config, config.batch_size, sharding.batch_sharding(mesh))
+  return scaling.compile_step(train_step, (state, batch), list(mesh.devices.flat)), target
 
 
 def test_fits(report):
@@ -75,7 +75,7 @@ def test_flops_match_the_analytic_count(report):
 def test_one_float32_gradient_all_reduce_over_the_data_axis(report):
   compiled, _ = report
   _, conv_params = _resnet18_forward_flops(1)
-  gradients = [c for c in compiled["collectives"] if c["elements"] > aot.LARGE_ELEMENTS]
+  gradients = [c for c in compiled["collectives"] if c["elements"] > scaling.LARGE_ELEMENTS]
   assert len(gradients) == 1
   (gradient,) = gradients
   assert gradient["kind"] == "all-reduce" and gradient["dtypes"] == ["f32"]
@@ -87,13 +87,13 @@ def test_one_float32_gradient_all_reduce_over_the_data_axis(report):
 
 def test_replica_group_notations():
   devices = list(range(8))
-  np.testing.assert_array_equal(aot._replica_groups("{{0,2},{1,3}}", 4), [[0, 2], [1, 3]])
-  np.testing.assert_array_equal(aot._replica_groups("[2,4]<=[4,2]T(1,0)", 8),
+  np.testing.assert_array_equal(scaling._replica_groups("{{0,2},{1,3}}", 4), [[0, 2], [1, 3]])
+  np.testing.assert_array_equal(scaling._replica_groups("[2,4]<=[4,2]T(1,0)", 8),
                                 [[0, 2, 4, 6], [1, 3, 5, 7]])
   np.testing.assert_array_equal(
-      aot._replica_groups("mesh['a'=2,'b'=4] {'a'}", len(devices)),
+      scaling._replica_groups("mesh['a'=2,'b'=4] {'a'}", len(devices)),
       [[0, 4], [1, 5], [2, 6], [3, 7]])
-  np.testing.assert_array_equal(aot._replica_groups("{}", 3), [[0, 1, 2]])
+  np.testing.assert_array_equal(scaling._replica_groups("{}", 3), [[0, 1, 2]])
 
 
 def test_collectives_parsed_from_hlo_text():
@@ -105,7 +105,7 @@ def test_collectives_parsed_from_hlo_text():
          "replica_groups={{0,1,2,3}}, use_global_device_ids=true, to_apply=%add\n"
          "  %ard = (f32[8]{0}, bf16[4]{0}) all-reduce-done(%ars)\n"
          "  %ag = f32[16]{0} all-gather(%x), replica_groups=[2,2]<=[4], dimensions={0}\n")
-  reduce, gather = aot.collectives(hlo, [Device(i) for i in range(4)])
+  reduce, gather = scaling.collectives(hlo, [Device(i) for i in range(4)])
   assert (reduce["kind"], reduce["elements"], reduce["bytes"]) == ("all-reduce", 12, 8 * 4 + 4 * 2)
   assert (reduce["group_size"], reduce["hosts_per_group"]) == (4, 2)
   assert (gather["num_groups"], gather["group_size"], gather["hosts_per_group"]) == (2, 2, 1)

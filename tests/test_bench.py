@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO  # pylint: disable=g-bad-import-order
-from ferjax.bench import input_pipeline, models, peaks, torch_reference
+from ferjax import peaks
+from ferjax.bench import input_pipeline, models, torch_reference
 
 TINY = ("--model=resnet18", "--dataset=synthetic_fer/images_small", "--image_size=32",
         "--batch_size=4", "--steps=2", "--warmup=1")

@@ -1,10 +1,11 @@
 """ferjax's import graph: no circles, and no module imports a higher layer.
 
 Layers, lowest first (a module may import its own package and lower layers):
-errors/config_args; paths, configs, stop_signals, workdir_lock; cli, data,
+errors, config_args, peaks; paths, configs, stop_signals, workdir_lock; cli, data,
 models, metrics, reporting, sharding, model_inputs, checkpointing, distributed;
 summaries; objectives, evaluators, optim, convert, mix, ema, inference;
-run_config; evaluate; train; main, bench, folds, predict, export (entry points).
+run_config; evaluate; train; scaling; main, bench, folds, predict, export, aot
+(entry points).
 """
 
 import ast
@@ -13,7 +14,7 @@ import os
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LAYERS = (
-    ("errors", "config_args"),
+    ("errors", "config_args", "peaks"),
     ("paths", "configs", "stop_signals", "workdir_lock"),
     ("cli", "data", "models", "metrics", "reporting", "sharding", "model_inputs",
      "checkpointing", "distributed"),
@@ -22,7 +23,8 @@ LAYERS = (
     ("run_config",),
     ("evaluate",),
     ("train",),
-    ("main", "bench", "folds", "predict", "export"),
+    ("scaling",),
+    ("main", "bench", "folds", "predict", "export", "aot"),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from ferjax import aot
+from ferjax import scaling
 from ferjax.models import resnet, small_map_conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -88,7 +88,7 @@ def test_cpu_path_only_in_cpu_executables():
   """The platform is the compiled program's, not the host's: a TPU program compiled on
   this CPU host holds only library convolutions."""
   assert small_map_conv.SHORTCUT_SCOPE in _grad_hlo(jax.devices("cpu")[0])
-  tpu = aot.make_target("v5e:2x2").devices[0]   # libtpu: the `test` extra installs jax[tpu]
+  tpu = scaling.make_target("v5e:2x2").devices[0]   # libtpu: the `test` extra installs jax[tpu]
   tpu_hlo = _grad_hlo(tpu)
   assert small_map_conv.SHORTCUT_SCOPE not in tpu_hlo
   assert " convolution(" in tpu_hlo

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from ferjax import sharding, train
-from ferjax.bench import peaks
+from ferjax import peaks
 
 
 def synthetic_batch(experiment: train.Experiment, batch_size: int,

@@ -17,7 +17,7 @@ input times the kernel as one matmul; otherwise, and in any computation
 lowered for another platform, it calls `lax.conv_general_dilated` unchanged.
 The choice is made per lowering platform (`jax.lax.platform_dependent`), not
 by the host's default backend, so a TPU or GPU program compiled ahead of time
-on a CPU host (ferjax.aot) never contains the CPU path. Parameters and
+on a CPU host (ferjax.scaling) never contains the CPU path. Parameters and
 results are the same either way (up to float summation order).
 """
 
