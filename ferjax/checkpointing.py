@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import contextlib
 import errno
 import json
+import logging as std_logging
 import math
 import os
 import shutil
@@ -82,10 +83,15 @@ def _check_layout(step_dir: epath.Path, entries: tuple[str, ...] = (), *,
   """Raises a one-line UserError for a checkpoint written with the old positional tree,
   or whose named entries lack one of `entries` (or, `exact`, hold others): e.g. an
   `ema` entry is there exactly when the run had config.ema.decay > 0."""
+  absl_logger = logging.get_absl_logger()
+  level = absl_logger.level
+  absl_logger.setLevel(std_logging.ERROR)  # Orbax warns of a damaged step's missing files.
   try:
     metadata = ocp.PyTreeCheckpointer().metadata(step_dir / "state")
   except Exception:  # pylint: disable=broad-except
     return  # Unreadable metadata is reported by the restore itself.
+  finally:
+    absl_logger.setLevel(level)
   tree = getattr(metadata, "item_metadata", metadata)
   if tree is None:
     return

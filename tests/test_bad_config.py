@@ -211,7 +211,7 @@ BAD_FLAGS = [
     (["--config=configs/resnet.py:bogus"],
      "flag --config=configs/resnet.py:bogus: Error whilst parsing config file: ValueError: "
      "unknown config argument 'bogus'; known: affectnet, classes, depth, ferplus, rafdb, "
-     "sfew, synthetic"),
+     "sfew, smoke, synthetic"),
     (["--config=configs/resnet.py"], "ValueError: configs/resnet.py needs a dataset"),
     (["--config=configs/lstpnet.py:fold=9"],
      "ValueError: configs/lstpnet.py: fold=9 must be 1..5 (DFEW folds)"),
@@ -334,7 +334,7 @@ CLI_ROWS = [
     ("batch_zero", [CONFIG, "--workdir=runs/tiny", *TINY, "--config.batch_size=0"],
      "config.batch_size must be an integer >= 1, got 0"),
     ("missing_config", ["--config=nope.py", "--workdir=runs/tiny"],
-     "config file nope.py does not exist"),
+     "no config file 'nope.py' (from "),
     ("syntax_error", ["--config=syntax.py", "--workdir=runs/tiny"],
      "config file syntax.py, line 1: SyntaxError: invalid syntax"),
     ("did_you_mean", [CONFIG, "--workdir=runs/tiny", "--config.batchsize=3"],

@@ -53,7 +53,7 @@ def _eval_reference(workdir: str, data_dir: str, monkeypatch):
                                             best_metric=config.best_metric)
   state = checkpointer.restore(checkpointer.latest_step(), experiment.abstract_state(), None)
   checkpointer.close()
-  model, _ = nnx.merge(experiment.graphdef, state.params, state.rest)
+  model = nnx.merge(experiment.model_graphdef, state["model"])
   split = pipeline.open_split(config.dataset, config.dataset.eval_split, train=False)
   loader = pipeline.BatchLoader(split, config, train=False, global_batch_size=2,
                                 drop_remainder=False)

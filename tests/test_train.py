@@ -119,7 +119,7 @@ def test_bad_config_argument_is_one_line(ferjax_cli, tmp_path):
       "ferjax: error: flag --config=configs/resnet.py:synthetic,bogus=1: ")
   assert result.stderr.splitlines()[-1].endswith("unknown config argument 'bogus'; known: "
                                                  "affectnet, classes, depth, ferplus, rafdb, "
-                                                 "sfew, synthetic")
+                                                 "sfew, smoke, synthetic")
 
 
 def test_unwritable_workdir_is_one_line(ferjax_cli, tmp_path):
