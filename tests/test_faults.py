@@ -101,9 +101,6 @@ class OrphanProcesses(AssertionError):
   """Processes of a SIGKILLed run outlived it."""
 
 
-@pytest.mark.xfail(raises=OrphanProcesses, strict=True,
-                   reason="Grain worker processes outlive a SIGKILLed parent until the "
-                   "data pipeline's parent-death fix lands; then this XPASSes: drop the mark")
 def test_sigint_sigkill_and_a_concurrent_run_lose_nothing(tfds_data_dir, tmp_path):
   seed = random.randrange(2**16)
   rng = random.Random(seed)
