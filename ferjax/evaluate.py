@@ -94,7 +94,7 @@ class Runner:
     """Starts an evaluation: its context, after every evaluator's `prepare` hook.
 
     `context.model_state` is then the model state to keep (and to save: a hook
-    may store a statistic in it, as `aea` stores the train-set feature mean).
+    may store a statistic in it, such as a train-set feature mean).
     With `final`, evaluators write their reports.
     """
     config = self.config

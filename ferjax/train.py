@@ -388,7 +388,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
           writer.write_scalars(step, {f"train/{k}": v for k, v in averages.items()})
       # Saved before evaluating (every eval step is a save step): a failing or killed
       # evaluation loses no training. Its metrics rank the saved step afterwards. The
-      # evaluators' `prepare` hooks run first: what they store in the model state (AEA's
+      # evaluators' `prepare` hooks run first: what they store in the model state (a
       # feature mean) belongs in the checkpoint.
       if eval_now:
         with progress.paused():
