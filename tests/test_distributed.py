@@ -68,34 +68,59 @@ def _fresh_flags(argv: list[str]) -> flags.FlagValues:
   return values
 
 
-class TestResolveSettings:
+def _jax_call(address=None, num_processes=None, process_id=None, init=300, heartbeat=100,
+              shutdown=300) -> tuple:
+  """The arguments `jax.distributed.initialize` is expected to receive."""
+  return ((address, num_processes, process_id),
+          dict(initialization_timeout=init, heartbeat_timeout_seconds=heartbeat,
+               shutdown_timeout_seconds=shutdown))
 
-  def test_defaults_leave_everything_to_detection(self):
-    s = distributed.resolve_settings(environ={})
-    assert s == distributed.Settings()
-    assert not s.explicit and not s.single_process
 
-  def test_environment_fills_unset_values(self):
-    env = {"FERJAX_COORDINATOR": "10.0.0.1:1234", "FERJAX_NUM_PROCESSES": "4",
-           "FERJAX_PROCESS_ID": "3"}
-    s = distributed.resolve_settings(environ=env)
-    assert (s.coordinator_address, s.num_processes, s.process_id) == ("10.0.0.1:1234", 4, 3)
-    assert s.explicit
+@pytest.fixture
+def jax_calls(monkeypatch) -> list:
+  """Records `jax.distributed.initialize` calls instead of starting anything; no FERJAX_* set."""
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+               distributed.ENV_PROCESS_ID):
+    monkeypatch.delenv(name, raising=False)
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize",
+                      lambda *args, **kwargs: calls.append((args, kwargs)))
+  return calls
 
-  def test_arguments_win_over_environment(self):
-    env = {"FERJAX_COORDINATOR": "10.0.0.1:1234", "FERJAX_NUM_PROCESSES": "4",
-           "FERJAX_PROCESS_ID": "3"}
-    s = distributed.resolve_settings(coordinator_address="host-a:99", num_processes=8,
-                                     process_id=0, environ=env)
-    assert (s.coordinator_address, s.num_processes, s.process_id) == ("host-a:99", 8, 0)
 
-  def test_empty_environment_values_count_as_unset(self):
-    env = {"FERJAX_COORDINATOR": " ", "FERJAX_NUM_PROCESSES": "", "FERJAX_PROCESS_ID": ""}
-    assert not distributed.resolve_settings(environ=env).explicit
+class TestSettings:
 
-  def test_one_process_or_off_is_single(self):
-    assert distributed.resolve_settings(num_processes=1, environ={}).single_process
-    assert distributed.resolve_settings(mode="off", environ={}).single_process
+  def test_defaults_leave_everything_to_detection(self, jax_calls):
+    assert distributed.initialize() is True
+    assert jax_calls == [_jax_call()]
+
+  def test_environment_fills_unset_values(self, jax_calls, monkeypatch):
+    monkeypatch.setenv("FERJAX_COORDINATOR", "10.0.0.1:1234")
+    monkeypatch.setenv("FERJAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("FERJAX_PROCESS_ID", "3")
+    distributed.initialize(heartbeat_timeout=7)
+    assert jax_calls == [_jax_call("10.0.0.1:1234", 4, 3, heartbeat=7)]
+
+  def test_arguments_win_over_environment(self, jax_calls, monkeypatch):
+    monkeypatch.setenv("FERJAX_COORDINATOR", "10.0.0.1:1234")
+    monkeypatch.setenv("FERJAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("FERJAX_PROCESS_ID", "3")
+    distributed.initialize("host-a:99", 8, 0)
+    assert jax_calls == [_jax_call("host-a:99", 8, 0)]
+
+  def test_empty_environment_values_count_as_unset(self, jax_calls, monkeypatch):
+    monkeypatch.setenv("FERJAX_COORDINATOR", " ")
+    monkeypatch.setenv("FERJAX_NUM_PROCESSES", "")
+    monkeypatch.setenv("FERJAX_PROCESS_ID", "")
+    distributed.initialize(mode="off")  # Would contradict `off` if any counted as set.
+    distributed.initialize()
+    assert jax_calls == [_jax_call()]
+
+  def test_one_process_or_off_never_touches_jax_distributed(self, jax_calls):
+    assert distributed.initialize(num_processes=1) is False
+    assert distributed.initialize(num_processes=1, process_id=0) is False
+    assert distributed.initialize(mode="off") is False
+    assert not jax_calls
 
   @pytest.mark.parametrize("kwargs, env, message", [
       (dict(mode="on"), {}, "--distributed='on' is not one of auto, required, off"),
@@ -106,84 +131,74 @@ class TestResolveSettings:
       ({}, {"FERJAX_COORDINATOR": "nohostport"},
        "FERJAX_COORDINATOR='nohostport' is not HOST:PORT"),
       ({}, {"FERJAX_NUM_PROCESSES": "two"}, "FERJAX_NUM_PROCESSES='two' is not an integer"),
-      (dict(num_processes=0), {}, "--num_processes=0 must be >= 1"),
-      (dict(num_processes=2, process_id=2), {}, "--process_id=2 must lie in [0, 2)"),
-      (dict(process_id=-1), {}, "--process_id=-1 must lie in >= 0"),
-      (dict(heartbeat_timeout=0), {}, "--distributed_heartbeat_timeout=0 must be a positive"),
       (dict(mode="off", num_processes=2), {}, "--distributed=off contradicts"),
       (dict(mode="off"), {"FERJAX_COORDINATOR": "h:1"}, "--distributed=off contradicts"),
   ])
-  def test_bad_settings_fail_with_one_line(self, kwargs, env, message):
+  def test_bad_settings_fail_with_one_line(self, jax_calls, monkeypatch, kwargs, env, message):
+    for name, value in env.items():
+      monkeypatch.setenv(name, value)
     with pytest.raises(distributed.SetupError) as info:
-      distributed.resolve_settings(environ=env, **kwargs)
+      distributed.initialize(**kwargs)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
     assert isinstance(info.value, ValueError)
+    assert not jax_calls
 
 
 class TestFlags:
 
-  def test_flag_defaults(self):
-    s = distributed.settings_from_flags(_fresh_flags([]), environ={})
-    assert s == distributed.Settings(mode="auto", initialization_timeout=300,
-                                     heartbeat_timeout=100, shutdown_timeout=300)
+  def test_flag_defaults(self, jax_calls):
+    distributed.initialize_from_flags(_fresh_flags([]))
+    assert jax_calls == [_jax_call(init=300, heartbeat=100, shutdown=300)]
 
-  def test_flags_parse_into_settings(self):
+  def test_flags_reach_jax(self, jax_calls, monkeypatch):
+    monkeypatch.setenv("FERJAX_PROCESS_ID", "1")
     values = _fresh_flags(["--distributed=required", "--coordinator_address=10.1.2.3:8476",
                            "--num_processes=4", "--process_id=2",
                            "--distributed_initialization_timeout=30",
                            "--distributed_heartbeat_timeout=20",
                            "--distributed_shutdown_timeout=10"])
-    s = distributed.settings_from_flags(values, environ={"FERJAX_PROCESS_ID": "1"})
-    assert s == distributed.Settings("required", "10.1.2.3:8476", 4, 2, 30, 20, 10)
+    assert distributed.initialize_from_flags(values) is True
+    assert jax_calls == [_jax_call("10.1.2.3:8476", 4, 2, init=30, heartbeat=20, shutdown=10)]
 
-  def test_environment_completes_flags(self):
-    values = _fresh_flags(["--num_processes=2"])
-    s = distributed.settings_from_flags(
-        values, environ={"FERJAX_COORDINATOR": "h:1", "FERJAX_PROCESS_ID": "1"})
-    assert (s.coordinator_address, s.num_processes, s.process_id) == ("h:1", 2, 1)
+  def test_environment_completes_flags(self, jax_calls, monkeypatch):
+    monkeypatch.setenv("FERJAX_COORDINATOR", "h:1")
+    monkeypatch.setenv("FERJAX_PROCESS_ID", "1")
+    distributed.initialize_from_flags(_fresh_flags(["--num_processes=2"]))
+    assert jax_calls == [_jax_call("h:1", 2, 1)]
 
-  def test_unknown_mode_is_a_flag_error(self):
+  @pytest.mark.parametrize("argv", [["--distributed=yes"],
+                                    ["--distributed_heartbeat_timeout=0"],
+                                    ["--distributed_initialization_timeout=-5"]])
+  def test_bad_flag_values_are_flag_errors(self, argv):
     with pytest.raises(flags.IllegalFlagValueError):
-      _fresh_flags(["--distributed=yes"])
+      _fresh_flags(argv)
 
 
-class TestStart:
-
-  def test_single_process_never_touches_jax_distributed(self, monkeypatch):
-    def fail(*args, **kwargs):
-      raise AssertionError("jax.distributed.initialize must not be called")
-    monkeypatch.setattr(jax.distributed, "initialize", fail)
-    assert distributed.start(distributed.Settings(mode="off")) is False
-    assert distributed.start(distributed.Settings(num_processes=1, process_id=0)) is False
-
-  def test_settings_and_timeouts_reach_jax(self, monkeypatch):
-    calls = []
-    monkeypatch.setattr(jax.distributed, "initialize",
-                        lambda *args, **kwargs: calls.append((args, kwargs)))
-    settings = distributed.Settings("auto", "h:1", 2, 1, 30, 20, 10)
-    assert distributed.start(settings) is True
-    assert calls == [(("h:1", 2, 1), dict(initialization_timeout=30,
-                                          heartbeat_timeout_seconds=20,
-                                          shutdown_timeout_seconds=10))]
-
-
-def test_no_cluster_runs_alone_and_required_fails():
-  """In a clean process: auto -> single process; required -> one-line SetupError."""
+def test_settings_that_jax_rejects_fail_with_one_line():
+  """In a clean process, where JAX really checks: one-line SetupErrors, then auto runs alone."""
   script = textwrap.dedent("""
       import jax
       from ferjax import distributed
-      try:
-        distributed.initialize(mode="required")
-      except distributed.SetupError as e:
-        print("required:", e)
+      for kwargs in (dict(mode="required"), dict(num_processes=2),
+                     dict(coordinator_address="h:1", num_processes=2, process_id=2)):
+        try:
+          distributed.initialize(**kwargs)
+        except distributed.SetupError as e:
+          print(f"{kwargs}: {e}")
       print("auto:", distributed.initialize(), jax.process_count())
   """)
   out = subprocess.run([sys.executable, "-c", script], env=_clean_env(), cwd=REPO,
                        capture_output=True, text=True, timeout=60)
   assert out.returncode == 0, out.stderr
-  assert "required: --distributed=required but no cluster" in out.stdout
-  assert "auto: False 1" in out.stdout
+  lines = out.stdout.splitlines()
+  assert lines[0].startswith("{'mode': 'required'}: --distributed=required but no cluster"), lines
+  assert lines[1].startswith("{'num_processes': 2}: distributed settings rejected by JAX ("), lines
+  assert "outside a detected cluster give --coordinator_address" in lines[1]
+  assert lines[2].startswith("{'coordinator_address': 'h:1', 'num_processes': 2, "
+                             "'process_id': 2}: distributed settings rejected by JAX ("), lines
+  assert "process_id < num_processes" in lines[2]
+  assert lines[3:] == ["auto: False 1"], lines
 
 
 @pytest.mark.parametrize("victim", [1, 0], ids=["kill_worker", "kill_coordinator"])
