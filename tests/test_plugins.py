@@ -4,7 +4,9 @@ Registered through the registries' public API, without touching ferjax's
 trainer, evaluation runner or optimizer code; trained through the CLI, resumed
 bitwise after SIGTERM, its evaluator's metrics in final_metrics.json. This is
 also the suite's SIGTERM-resume test of the train loop (model, objective and
-optimizer state, data position).
+optimizer state, weight EMA, data position), with gradient accumulation so that
+the SIGTERM may land between the micro-batches of an update, and of eval-only
+on the EMA weights.
 """
 
 import json
@@ -21,7 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from flax import nnx
+from flax import nnx, traverse_util
 
 from conftest import REPO, TINY_IMAGE_OVERRIDES  # pylint: disable=g-bad-import-order
 from ferjax.objectives import registry as objective_registry
@@ -70,7 +72,8 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
   env = dict(os.environ, TFDS_DATA_DIR=tfds_data_dir,
              PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
   command = [sys.executable, "-m", "plugins.main", "--config=tests/plugins/config.py",
-             *TINY_IMAGE_OVERRIDES, "--config.num_epochs=2",
+             *TINY_IMAGE_OVERRIDES, "--config.num_epochs=2", "--config.batch_size=16",
+             "--config.optimizer.accumulate_steps=2", "--config.ema.decay=0.8",
              "--config.checkpoint_every_steps=1000", "--config.eval_every_epochs=10"]
   reference = str(tmp_path / "reference")
   result = subprocess.run([*command, f"--workdir={reference}"], cwd=REPO, env=env,
@@ -97,9 +100,15 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
   a, b = _state(reference, final_step), _state(resumed, final_step)
   (table,) = _leaves(b["objective"])
   assert table.shape[1] == 7 and not np.allclose(table, 1.0 / 7)  # the per-example state moved
-  for name in ("model", "objective", "opt_state"):
+  assert int(a["step"]) == int(b["step"]) == final_step
+  for name in ("model", "objective", "opt_state", "ema"):
     for x, y in zip(_leaves(a[name]), _leaves(b[name]), strict=True):
       np.testing.assert_array_equal(x, y)
+  # The EMA holds every variable of the model (parameters, BatchNorm statistics).
+  raw, averaged = (traverse_util.flatten_dict(a[k]) for k in ("model", "ema"))
+  assert set(raw) == set(averaged)
+  assert all(not np.array_equal(raw[k], averaged[k]) for k in raw
+             if np.issubdtype(np.asarray(raw[k]).dtype, np.floating))
   np.testing.assert_array_equal(np.load(os.path.join(reference, "ema_targets.npy")),
                                 np.load(os.path.join(resumed, "ema_targets.npy")))
   for workdir in (reference, resumed):
@@ -107,3 +116,16 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
       metrics = json.load(f)
     assert metrics["top_k"]["k"] == 2 and metrics["top_k"]["accuracy"] >= metrics["war"]
     assert os.path.exists(os.path.join(workdir, "top_k.json"))
+
+  # Eval-only on the EMA weights reproduces the EMA metrics of training.
+  with open(os.path.join(reference, "final_metrics.json")) as f:
+    trained = json.load(f)
+  result = subprocess.run([*command, f"--workdir={reference}", "--config.eval_only=True",
+                           "--config.eval_ema=True"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(reference, "final_metrics.json")) as f:
+    evaluated = json.load(f)
+  assert "ema" not in evaluated
+  for key in ("war", "uar", "per_class", "confusion_matrix", "num_examples"):
+    assert evaluated[key] == trained["ema"][key], key
