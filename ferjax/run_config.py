@@ -97,7 +97,7 @@ SCHEDULES = ("constant", "cosine", "step", "exponential", "lagged_cosine")
 CLIP_MODELS = ("lstpnet", "frame_average")
 STAGES = sequence(one_of((1, 2, 3, 4)))
 
-# Every config field ferjax reads (configs/default.py documents them), with the
+# Every config field ferjax reads (ferjax/configs/default.py documents them), with the
 # rule its value must pass; `*` stands for any key of a mapping field.
 SCHEMA: dict[str, Rule] = {
     "seed": integer(0),
@@ -157,7 +157,7 @@ SCHEMA: dict[str, Rule] = {
     "init_class_order": one_of(("", "dfew", "canonical")),
     "train_drop_remainder": BOOLEAN,
     "objective.name": text(),   # checked against the objective registry by `validate`
-    "objective.label_smoothing": number(0.0, 1.0, open_high=True),
+    "objective.label_smoothing": optional(number(0.0, 1.0, open_high=True)),
     "objective.ccl.variant": optional(one_of(center_cosine.VARIANTS)),
     "objective.ccl.scale": optional(number(positive=True)),
     "objective.ccl.margin": optional(number(0.0)),
@@ -291,7 +291,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       continue   # A registered plug-in's own settings.
     if rule is None:
       raise errors.UserError(f"config.{key} is not a field ferjax reads "
-                             "(configs/default.py lists them); remove it")
+                             "(ferjax/configs/default.py lists them); remove it")
     if not rule.accepts(value):
       raise errors.UserError(f"config.{key} must be {rule.expects}, got {value!r}")
   needed = [key for key, rule in SCHEMA.items() if rule.required and "*" not in key]
@@ -300,7 +300,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       needed += keys
   for key in needed:
     if key not in values:
-      raise errors.UserError(f"config.{key} is missing (configs/default.py has every field)")
+      raise errors.UserError(f"config.{key} is missing (ferjax/configs/default.py has "
+                             "every field)")
   _check_registered(config)
   _check_consistency(config)
   _resolve_paths(config)
