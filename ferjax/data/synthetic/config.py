@@ -116,12 +116,14 @@ CONFIGS: dict[str, SyntheticFerConfig] = {c.name: c for c in [
         **{**_CLIPS, "window_fraction": 1.0}),
     SyntheticFerConfig(
         name="clips_smoke",
-        description="8 frames of 32x32, 400 train / 100 test, easy as images_smoke, never "
-                    "windowed: lstpnet.py's one-minute :smoke run.",
-        kind="clips", image_size=32, num_train=400, num_test=100, num_train_identities=40,
-        num_test_identities=10, num_frames=8, yaw_std=8.0, pitch_std=4.0, roll_std=3.0,
+        description="8 frames of 32x32, 1000 train / 200 test, easy as images_smoke, never "
+                    "windowed: lstpnet.py's :smoke run.",
+        kind="clips", image_size=32, num_train=1000, num_test=200, num_train_identities=100,
+        num_test_identities=25, num_frames=8, yaw_std=8.0, pitch_std=4.0, roll_std=3.0,
         intensity_range=(0.9, 1.0), ambiguity_rate=0.0, occlusion_rate=0.0, blink_rate=0.0,
-        head_motion=(4.0, 2.0, 1.0)),
+        head_motion=(4.0, 2.0, 1.0), version="1.1.0",
+        release_notes={"1.1.0": "1000 train / 200 test clips of 100 / 25 identities "
+                                "(were 400 / 100 of 40 / 10)."}),
     SyntheticFerConfig(
         name="clips_small", description="16 frames of 32x32, 100 train / 50 test: for tests.",
         kind="clips", image_size=32, num_train=100, num_test=50, num_train_identities=20,
