@@ -30,10 +30,11 @@ def exit_with(error: Exception | str) -> None:
 
 
 def _config_file_problem(flag_values: flags.FlagValues) -> str | None:
-  """What is wrong with a config file flag (missing, a directory, not a ConfigDict), or None.
+  """What is wrong with a loaded config flag (get_config() returned no ConfigDict), or None.
 
-  ml_collections defers a config file that cannot be opened to the first use of
-  the config, where it would surface as a traceback; this finds it right after parsing.
+  A missing file or directory is refused while parsing (`cli.define_config_flag`
+  resolves the file or packaged name first); a get_config() that returns
+  another type would surface at the config's first use as a traceback.
   """
   for name in flag_values:
     flag = flag_values[name]
@@ -41,10 +42,6 @@ def _config_file_problem(flag_values: flags.FlagValues) -> str | None:
     if not hasattr(type(flag), "config_filename") or flag.value is None:
       continue
     path = config_flags.get_config_filename(flag).split(":", 1)[0]
-    if not os.path.exists(path):
-      return f"--{name}: config file {path} does not exist"
-    if os.path.isdir(path):
-      return f"--{name}: config file {path} is a directory, not a Python file"
     if not isinstance(flag.value, ml_collections.ConfigDict):
       return (f"--{name}: get_config() of {path} returned a {type(flag.value).__name__}, "
               "not an ml_collections.ConfigDict")

@@ -17,10 +17,9 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 from absl import flags
-from ml_collections import config_flags
 
 from configs import lstpnet, msfe, resnet, slm_aea, stse_resnet50
-from ferjax import errors, optim, paths, run_config
+from ferjax import cli, errors, optim, paths, run_config
 from conftest import REPO, TINY_IMAGE_OVERRIDES  # pylint: disable=g-bad-import-order
 
 CONFIGS = {"resnet": resnet, "lstpnet": lstpnet, "msfe": msfe, "slm_aea": slm_aea,
@@ -195,8 +194,9 @@ def test_paths_absolute(tmp_path, monkeypatch):
 
 # Command lines refused while parsing flags: (argv after the program, expected line).
 BAD_FLAGS = [
-    (["--config={tmp}/missing.py"], "--config: config file {tmp}/missing.py does not exist"),
-    (["--config={tmp}"], "--config: config file {tmp} is a directory, not a Python file"),
+    (["--config={tmp}/missing.py"], "no config file '{tmp}/missing.py' (from "),
+    (["--config={tmp}"], "no config file '{tmp}' (from "),
+    (["--config=resnet:bogus"], "unknown config argument 'bogus'"),
     (["--config={tmp}/syntax.py"],
      "config file {tmp}/syntax.py, line 1: SyntaxError: invalid syntax"),
     (["--config={tmp}/returns_dict.py"],
@@ -229,8 +229,8 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, monkeypatch, capsys, args, lin
   monkeypatch.chdir(REPO)
   argv = ["ferjax"] + [a.format(tmp=tmp_path) for a in args]
   flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values,
-                                  lock_config=True, sys_argv=argv)
+  monkeypatch.setattr(sys, "argv", argv)  # Overrides are flags made from sys.argv.
+  cli.define_config_flag("", flag_values=flag_values)
   with pytest.raises(SystemExit) as caught:
     errors.parse_flags(argv, flag_values)
   assert caught.value.code == 2
