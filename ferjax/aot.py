@@ -58,7 +58,8 @@ def main(argv: list[str]) -> None:
                   num_slices=_SLICES.value, num_train_examples=num_train,
                   command=" ".join(["python -m ferjax.aot", *sys.argv[1:]]))
     if _MAX_BATCH.value:
-      report["max_batch"] = scaling.find_max_batch(config, target, num_train, _HEADROOM.value)
+      report["max_batch"] = scaling.find_max_batch(config, target, num_train, _HEADROOM.value,
+                                                   report["train"]["memory"]["total"])
   except (errors.UserError, ValueError) as e:
     errors.exit_with(str(e).splitlines()[0])
   print(scaling.format_report(report))

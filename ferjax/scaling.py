@@ -13,6 +13,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -90,8 +91,11 @@ def make_target(name: str, num_slices: int = 1) -> Target:
       # on one host load libtpu at once (it otherwise takes a host-wide lock).
       os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
       os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+      # v4 defaults to one compile-only device per TensorCore (2 per chip); a real v4 slice
+      # runs in megacore mode, one JAX device per chip, as v5p does by default.
+      options = {"chip_config_name": "megacore"} if name.startswith("v4:") else {}
       devices = topologies.get_topology_desc(topology_name=name, platform="tpu",
-                                             num_slices=num_slices).devices
+                                             num_slices=num_slices, **options).devices
       platform = "tpu"
     elif gpu and int(gpu[2]) % GPUS_PER_HOST in (0, int(gpu[2])):
       count = int(gpu[2])
@@ -108,10 +112,14 @@ def make_target(name: str, num_slices: int = 1) -> Target:
     raise errors.UserError(f"--target={name}: no compile-only devices ({str(e).splitlines()[0]})"
                            f"; check the topology, and that {plugin} matching jax "
                            f"{jax.__version__} is installed") from None
+  if platform == "tpu" and len({(getattr(d, "slice_index", 0), tuple(d.coords))
+                                for d in devices}) < len(devices):
+    raise errors.UserError(f"--target={name}: libtpu gives more than one device per chip; "
+                           "the figures in ferjax/peaks.py are per chip")
   peak = peaks.lookup(devices[0].device_kind)
   if peak is None:
     raise errors.UserError(f"--target={name}: no peak figures for {devices[0].device_kind!r} "
-                           "in ferjax/bench/peaks.py")
+                           "in ferjax/peaks.py")
   return Target(name, platform, tuple(devices), peak)
 
 
@@ -317,14 +325,20 @@ def gradient_all_reduces(report: dict) -> list[dict]:
           and c["kind"] in ("all-reduce", "reduce-scatter", "dcn-all-reduce")]
 
 
-def report_for(config: ml_collections.ConfigDict, target: Target, num_train: int,
-               headroom: float) -> dict:
-  """Compiles train and eval steps at `config.batch_size` and rates them on `target`."""
+def _mesh(config: ml_collections.ConfigDict, target: Target) -> jax.sharding.Mesh:
+  """The 1-D data-parallel mesh over the target's devices; the batch must divide them."""
   devices = np.asarray(target.devices)
-  mesh = jax.sharding.Mesh(devices, (sharding.DATA_AXIS,))
   if config.batch_size % devices.size:
     raise errors.UserError(f"batch size {config.batch_size} is not divisible by the "
                            f"{devices.size} devices of {target.name}")
+  return jax.sharding.Mesh(devices, (sharding.DATA_AXIS,))
+
+
+def report_for(config: ml_collections.ConfigDict, target: Target, num_train: int,
+               headroom: float) -> dict:
+  """Compiles train and eval steps at `config.batch_size` and rates them on `target`."""
+  mesh = _mesh(config, target)
+  devices = mesh.devices
   train_step, eval_step, state = build_steps(config, mesh, num_train)
   batch = abstract_batch(config, config.batch_size, sharding.batch_sharding(mesh))
   train_report = compile_step(train_step, (state, batch), list(devices.flat))
@@ -352,30 +366,80 @@ def report_for(config: ml_collections.ConfigDict, target: Target, num_train: int
   }
 
 
-def find_max_batch(config: ml_collections.ConfigDict, target: Target, num_train: int,
-                   headroom: float) -> dict:
-  """Bisects the largest per-device batch whose train step fits (doubling, then halving)."""
-  devices = len(target.devices)
-  trials = {}
+def largest_fitting(memory_of: Callable[[int], float | None], start: int,
+                    usable: float) -> tuple[int, dict[int, float | None]]:
+  """The largest batch b >= 1 with memory_of(b) <= usable, assuming memory grows with b;
+  0 if b = 1 does not fit. memory_of returns None where the compiler refuses the batch.
 
-  def fits(per_device: int) -> bool:
+  The train step's memory is close to affine in the batch (weights and optimizer state
+  plus activations per example), so each trial is the batch at which the line through
+  the two nearest measured points reaches `usable` (a secant step); a bisection step
+  follows any trial that did not halve the bracket. Returns (batch, {batch: memory}).
+  """
+  trials: dict[int, float | None] = {}
+  low, high = 0, None          # the largest batch that fits, the smallest that does not
+
+  def secant() -> int | None:
+    known = {b: m for b, m in trials.items() if m is not None}
+    if low in known and high in known:
+      pair = [low, high]
+    elif low:                  # extrapolate from the two largest batches that fit
+      pair = sorted(b for b in known if b <= low)[-2:]
+    else:                      # ... or from the two smallest that do not
+      pair = sorted(b for b in known if b >= high)[:2]
+    if len(pair) < 2 or known[pair[1]] <= known[pair[0]]:
+      return None
+    (b0, b1), (m0, m1) = pair, (known[pair[0]], known[pair[1]])
+    return b0 + math.floor((usable - m0) * (b1 - b0) / (m1 - m0))
+
+  candidate, bisect = max(start, 1), False
+  while True:
+    width = None if high is None else high - low
+    trials[candidate] = memory_of(candidate)
+    if trials[candidate] is not None and trials[candidate] <= usable:
+      low = candidate
+    else:
+      high = candidate
+    if high is not None and high - low <= 1:
+      return low, trials
+    # After a secant step that left more than half the bracket, bisect once.
+    bisect = not bisect and width is not None and high - low > width // 2
+    guess = None if bisect else secant()
+    if high is None:
+      # The line says `low` is the largest: check low + 1; without a line, double.
+      candidate = 2 * low if guess is None else min(max(guess, low + 1), 8 * low)
+    else:
+      candidate = (low + high) // 2 if guess is None else min(max(guess, low + 1), high - 1)
+
+
+def find_max_batch(config: ml_collections.ConfigDict, target: Target, num_train: int,
+                   headroom: float, train_bytes: float | None = None) -> dict:
+  """The largest per-device batch whose train step fits in HBM (`largest_fitting` over
+  compiles of the train step alone, from the config's per-device batch). `train_bytes`:
+  the train step's memory at the config's batch where already compiled (`report_for`)."""
+  devices = len(target.devices)
+
+  def memory_of(per_device: int) -> float | None:
+    if per_device * devices == config.batch_size and train_bytes is not None:
+      return train_bytes
     trial = config.copy_and_resolve_references()
     trial.batch_size = per_device * devices
+    mesh = _mesh(trial, target)
+    train_step, _, state = build_steps(trial, mesh, num_train)
+    batch = abstract_batch(trial, trial.batch_size, sharding.batch_sharding(mesh))
     try:
-      trials[per_device] = report_for(trial, target, num_train, headroom)["fits"]
+      total = _memory(train_step.lower(state, batch).compile())["total"]
     except jax.errors.JaxRuntimeError as e:  # e.g. RESOURCE_EXHAUSTED at compile time
       logging.info("batch %d per device: %s", per_device, str(e).splitlines()[0])
-      trials[per_device] = False
-    logging.info("batch %d per device fits: %s", per_device, trials[per_device])
-    return trials[per_device]
+      return None
+    logging.info("batch %d per device: train step %.1f MiB", per_device, total / 2**20)
+    return total
 
-  low, high = 0, 1
-  while fits(high):
-    low, high = high, high * 2
-  while high - low > 1:
-    middle = (low + high) // 2
-    low, high = (middle, high) if fits(middle) else (low, middle)
-  return {"max_batch_per_device": low, "trials": {str(k): v for k, v in sorted(trials.items())}}
+  usable = (1 - headroom) * target.peak.hbm_bytes
+  low, trials = largest_fitting(memory_of, config.batch_size // devices, usable)
+  return {"max_batch_per_device": low,
+          "trials": {str(b): None if m is None else round(m / 2**20, 1)
+                     for b, m in sorted(trials.items())}}
 
 
 def _mib(value: float) -> str:
@@ -423,5 +487,5 @@ def format_report(report: dict) -> str:
                  f"all: BatchNorm statistics, metrics) spanning (hosts, slices) {spans}")
   if "max_batch" in report:
     lines.append(f"largest per-device batch that fits: {report['max_batch']['max_batch_per_device']}"
-                 f" (trials: {report['max_batch']['trials']})")
+                 f" (train step MiB per trial batch: {report['max_batch']['trials']})")
   return "\n".join(lines)

@@ -109,3 +109,31 @@ def test_collectives_parsed_from_hlo_text():
   assert (reduce["kind"], reduce["elements"], reduce["bytes"]) == ("all-reduce", 12, 8 * 4 + 4 * 2)
   assert (reduce["group_size"], reduce["hosts_per_group"]) == (4, 2)
   assert (gather["num_groups"], gather["group_size"], gather["hosts_per_group"]) == (2, 2, 1)
+
+
+def test_largest_fitting_batch():
+  # Affine memory 100 + 30 b under 1,000: b = 30 is the largest (1,000), 31 needs 1,030.
+  # From 4 (220) and 8 (340) the secant reaches 1,000 at 4 + (1000 - 220) / 30 = 30.
+  calls = []
+  memory = lambda b: calls.append(b) or 100 + 30 * b
+  assert scaling.largest_fitting(memory, 4, 1000)[0] == 30
+  assert calls == [4, 8, 30, 31]
+  # From above: 64 does not fit; 32 (1,060) neither; the secant gives 30.
+  assert scaling.largest_fitting(lambda b: 100 + 30 * b, 64, 1000)[0] == 30
+  # Memory padded to multiples of 8 examples: 24 (820) fits, 25 is padded to 32 (1,060).
+  padded = lambda b: 100 + 30 * 8 * -(-b // 8)
+  assert scaling.largest_fitting(padded, 2, 1000)[0] == 24
+  # The compiler refuses batches from 25 on (None): bisection finds 24.
+  refused = lambda b: 100 + 30 * b if b < 25 else None
+  batch, trials = scaling.largest_fitting(refused, 4, 1000)
+  assert batch == 24 and trials[25] is None
+  assert scaling.largest_fitting(lambda b: 2000 + b, 1, 1000) == (0, {1: 2001})
+
+
+def test_v4_compiles_for_one_device_per_chip():
+  # libtpu's default v4 topology has a device per TensorCore (2 per chip); ferjax asks for
+  # megacore, as a real v4 slice runs, so the per-chip peaks apply: 2x2x1 = 4 chips, 1 host.
+  target = scaling.make_target("v4:2x2x1")
+  assert len(target.devices) == 4 and target.hosts == 1
+  assert {d.num_cores for d in target.devices} == {2}
+  assert target.peak.hbm_bytes == 32e9
