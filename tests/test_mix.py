@@ -6,9 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import TINY_IMAGE_OVERRIDES  # pylint: disable=g-bad-import-order
 from ferjax import errors, mix
-from ferjax.objectives import cross_entropy
+from ferjax.objectives import center_cosine, cross_entropy, soft_label_mining
 
 
 def _input_config(mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0, mix_switch_prob=0.5):
@@ -107,12 +106,13 @@ def test_objectives_that_need_hard_labels_refuse_mixing():
                      cross_entropy.CrossEntropy(7), "ce")
 
 
-def test_soft_label_mining_refuses_mixup_in_one_line(ferjax_cli, tmp_path):
-  workdir = tmp_path / "slm"
-  result = ferjax_cli(["--config=configs/slm_aea.py:synthetic", f"--workdir={workdir}",
-                       *TINY_IMAGE_OVERRIDES, "--config.input.mixup_alpha=0.2"], check=False)
-  assert result.returncode == 2, result.stderr[-3000:]
-  lines = result.stderr.splitlines()
-  assert [l for l in lines if l.startswith("ferjax: error:")] == lines[-1:]
-  assert "'soft_label_mining'" in lines[-1] and "mixup_alpha" in lines[-1]
-  assert not (workdir / "checkpoints").exists()
+@pytest.mark.parametrize("objective", [soft_label_mining.SoftLabelMining,
+                                       center_cosine.CenterCosine])
+def test_objectives_on_hard_labels_refuse_mixup_in_one_line(objective):
+  """SLM's label table and the class centers need one class per example."""
+  settings = _input_config(mixup_alpha=0.2)
+  with pytest.raises(errors.UserError) as caught:
+    mix.check_config(settings, objective, "name_in_config")
+  assert "\n" not in str(caught.value)
+  assert "'name_in_config'" in str(caught.value) and "mixup_alpha" in str(caught.value)
+  mix.check_config(_input_config(), objective, "name_in_config")  # Mixing off: accepted.
