@@ -48,6 +48,39 @@ def run_cli(args, data_dir: str, *, env: dict | None = None, timeout: int = 600,
   return result
 
 
+# Shrinks configs/lstpnet.py:synthetic to seconds on a CPU (on clips_small).
+TINY_CLIP_OVERRIDES = (
+    "--config.dataset.name=synthetic_fer/clips_small",
+    "--config.input.image_size=32", "--config.input.resize_size=32",
+    "--config.input.num_frames=4", "--config.input.num_segments=4",
+    "--config.model.num_frames=4", "--config.batch_size=50",
+    "--config.eval_batch_size=50", "--config.num_epochs=1",
+)
+
+
+@pytest.fixture(scope="session")
+def trained_image_run(tfds_data_dir, tmp_path_factory) -> tuple[str, subprocess.CompletedProcess]:
+  """A tiny ResNet-18 run, trained once for the tests that only read it (with a
+  2-step profiler window): (workdir, the CompletedProcess of its training)."""
+  workdir = str(tmp_path_factory.mktemp("image_run") / "resnet")
+  result = run_cli(["--config=configs/resnet.py:synthetic", f"--workdir={workdir}",
+                    *TINY_IMAGE_OVERRIDES, "--config.profile_steps=2",
+                    "--config.profile_first_step=3"], tfds_data_dir)
+  return workdir, result
+
+
+@pytest.fixture(scope="session")
+def trained_clip_run(tfds_data_dir, trained_image_run,
+                     tmp_path_factory) -> tuple[str, subprocess.CompletedProcess]:
+  """A tiny LSTPNet run started from `trained_image_run`'s weights (`init_from`):
+  (workdir, the CompletedProcess of its training)."""
+  workdir = str(tmp_path_factory.mktemp("clip_run") / "lstpnet")
+  result = run_cli(["--config=configs/lstpnet.py:synthetic", f"--workdir={workdir}",
+                    f"--config.init_from={trained_image_run[0]}", *TINY_CLIP_OVERRIDES],
+                   tfds_data_dir)
+  return workdir, result
+
+
 @pytest.fixture
 def ferjax_cli(tfds_data_dir):
   """`run_cli` on the tiny data."""

@@ -8,7 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from conftest import TINY_IMAGE_OVERRIDES, run_cli  # pylint: disable=g-bad-import-order
+from conftest import TINY_IMAGE_OVERRIDES  # pylint: disable=g-bad-import-order
 from configs import lstpnet as lstpnet_config
 from ferjax.convert import LoadError, load_init
 from ferjax.models import registry
@@ -16,11 +16,10 @@ from ferjax.models import registry
 RESNET = "--config=configs/resnet.py:synthetic"
 
 
-@pytest.fixture(scope="module")
-def image_run(tmp_path_factory, tfds_data_dir):
-  """A tiny ResNet-18 run on synthetic images: (workdir, its final metrics)."""
-  workdir = str(tmp_path_factory.mktemp("image_run"))
-  run_cli([RESNET, f"--workdir={workdir}", *TINY_IMAGE_OVERRIDES], tfds_data_dir)
+@pytest.fixture
+def image_run(trained_image_run):
+  """The session's tiny ResNet-18 run on synthetic images: (workdir, its final metrics)."""
+  workdir, _ = trained_image_run
   with open(os.path.join(workdir, "final_metrics.json")) as f:
     return workdir, json.load(f)
 
@@ -103,16 +102,10 @@ def test_workdir_without_checkpoints_is_an_error(image_run, tmp_path):
     load_init(model, str(empty), partial=True)
 
 
-def test_lstpnet_trains_from_the_image_run_through_the_cli(ferjax_cli, image_run, tmp_path):
+def test_lstpnet_trains_from_the_image_run_through_the_cli(image_run, trained_clip_run):
   workdir, _ = image_run
-  result = ferjax_cli([
-      "--config=configs/lstpnet.py:synthetic", f"--workdir={tmp_path / 'lstpnet'}",
-      f"--config.init_from={workdir}", "--config.dataset.name=synthetic_fer/clips_small",
-      "--config.input.image_size=32", "--config.input.resize_size=32",
-      "--config.input.num_frames=4", "--config.input.num_segments=4",
-      "--config.model.num_frames=4", "--config.batch_size=50", "--config.eval_batch_size=50",
-      "--config.num_epochs=1", "--config.log_every_steps=1"])
+  clip_workdir, result = trained_clip_run
   assert (f"{workdir} -> LSTPNet.backbone (partial): 100 matched, 0 skipped (shape), "
           "98 missing, 2 unexpected") in result.stderr
-  with open(tmp_path / "lstpnet" / "final_metrics.json") as f:
+  with open(os.path.join(clip_workdir, "final_metrics.json")) as f:
     assert json.load(f)["num_examples"] == 50

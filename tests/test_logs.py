@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import pathlib
 
 import ml_collections
 import numpy as np
@@ -12,10 +13,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_file_loader
 
-from conftest import TINY_IMAGE_OVERRIDES, run_cli  # pylint: disable=g-bad-import-order
 from ferjax import reporting, summaries
-
-RESNET = "--config=configs/resnet.py:synthetic"
 
 
 class _Clock:
@@ -96,13 +94,11 @@ def test_eval_images_show_only_the_misclassified_examples():
   assert images["eval/confusion_matrix"].shape[0] == 1
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tfds_data_dir, tmp_path_factory):
-  """One tiny training run: (its workdir, the CompletedProcess)."""
-  workdir = tmp_path_factory.mktemp("logs") / "run"
-  result = run_cli([RESNET, f"--workdir={workdir}", *TINY_IMAGE_OVERRIDES,
-                    "--config.profile_steps=2", "--config.profile_first_step=3"], tfds_data_dir)
-  return workdir, result
+@pytest.fixture
+def tiny_run(trained_image_run):
+  """The session's tiny training run (with a profiler window): (workdir, CompletedProcess)."""
+  workdir, result = trained_image_run
+  return pathlib.Path(workdir), result
 
 
 def test_tiny_run_is_quiet_and_ends_with_the_summary(tiny_run):

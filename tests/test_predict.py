@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from conftest import REPO, TINY_IMAGE_OVERRIDES, run_cli  # pylint: disable=g-bad-import-order
+from conftest import REPO  # pylint: disable=g-bad-import-order
 from ferjax import checkpointing, errors, model_inputs, train
 from ferjax.data import augment, pipeline
 from ferjax.inference import cli, export, media, restore
@@ -20,27 +20,14 @@ from ferjax.inference.predictor import Predictor
 
 RECORD_KEYS = {"file", "frame", "time", "track", "face", "box", "score", "landmarks", "label",
                "probabilities", "logits"}
-CLIP_OVERRIDES = ("--config.dataset.name=synthetic_fer/clips_small",
-                  "--config.input.image_size=32", "--config.input.resize_size=32",
-                  "--config.input.num_frames=4", "--config.input.num_segments=4",
-                  "--config.model.num_frames=4", "--config.batch_size=50",
-                  "--config.eval_batch_size=50", "--config.num_epochs=1")
+@pytest.fixture
+def image_run(trained_image_run) -> str:
+  return trained_image_run[0]
 
 
-@pytest.fixture(scope="module")
-def image_run(tfds_data_dir, tmp_path_factory) -> str:
-  workdir = str(tmp_path_factory.mktemp("predict") / "resnet")
-  run_cli(["--config=configs/resnet.py:synthetic", f"--workdir={workdir}",
-           *TINY_IMAGE_OVERRIDES], tfds_data_dir)
-  return workdir
-
-
-@pytest.fixture(scope="module")
-def clip_run(tfds_data_dir, image_run, tmp_path_factory) -> str:
-  workdir = str(tmp_path_factory.mktemp("predict") / "lstpnet")
-  run_cli(["--config=configs/lstpnet.py:synthetic", f"--workdir={workdir}",
-           f"--config.init_from={image_run}", *CLIP_OVERRIDES], tfds_data_dir)
-  return workdir
+@pytest.fixture
+def clip_run(trained_clip_run) -> str:
+  return trained_clip_run[0]
 
 
 def _eval_reference(workdir: str, data_dir: str, monkeypatch):
@@ -168,9 +155,9 @@ def test_workdir_errors(image_run, tmp_path):
 
 
 _LOAD_WITHOUT_FERJAX = r"""
-import importlib.util, sys
+import sys
+sys.modules["ferjax"] = None  # Importing ferjax (installed or not) now fails.
 import numpy as np
-assert importlib.util.find_spec("ferjax") is None
 results = {}
 for fmt, directory, inputs in [line.split() for line in sys.argv[1:]]:
   x = np.load(inputs)
@@ -183,7 +170,7 @@ for fmt, directory, inputs in [line.split() for line in sys.argv[1:]]:
     logits = tf.saved_model.load(directory).signatures["serving_default"](
         pixels=tf.constant(x))["logits"].numpy()
   np.save(directory + "/logits.npy", np.asarray(logits))
-assert "ferjax" not in sys.modules
+assert sys.modules["ferjax"] is None  # Nothing replaced the block by importing ferjax.
 """
 
 
