@@ -18,6 +18,7 @@ import ml_collections
 from etils import epath
 
 from ferjax import errors, paths
+from ferjax.evaluators import registry as evaluator_registry
 from ferjax.models import aea, msfe, stse
 from ferjax.models import registry as model_registry
 from ferjax.models import resnet
@@ -309,14 +310,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _check_registered(config: ml_collections.ConfigDict) -> None:
   """The model, objective and evaluators must be built in or registered."""
-  from ferjax.evaluators import registry as evaluator_registry  # Light: no model code.
-  for key, known in (("model.name", sorted(model_registry.MODEL_MODULES)),
-                     ("objective.name", objective_registry.names())):
-    *parents, leaf = key.split(".")
-    value = config[parents[0]][leaf]
-    if value not in known:
-      raise errors.UserError(f"config.{key} must be one of {', '.join(map(repr, known))}, "
-                             f"got {value!r}")
+  for key, value, known in (
+      ("model.name", config.model.name, sorted(model_registry.MODEL_MODULES)),
+      ("objective.name", config.objective.name, objective_registry.names())):
+    rule = one_of(known)
+    if not rule.accepts(value):
+      raise errors.UserError(f"config.{key} must be {rule.expects}, got {value!r}")
   for name in config.evals:
     if name not in evaluator_registry.names():
       raise errors.UserError(f"config.evals.{name}: no such evaluator (known: "
