@@ -1,8 +1,11 @@
 """Shared fixtures: a tiny synthetic dataset built once per test session."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -14,6 +17,14 @@ except ImportError:  # The `torch` extra is not installed.
   pass
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One persistent XLA compilation cache for the session, inherited by every child
+# process: the CLI tests start dozens of `ferjax.main` processes that compile the
+# same parameter initializers (one small program per shape) and train/eval steps.
+_XLA_CACHE = tempfile.mkdtemp(prefix="ferjax-test-xla-cache-")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # Overrides that shrink configs/resnet.py:synthetic to seconds on a CPU.
 TINY_IMAGE_OVERRIDES = (
