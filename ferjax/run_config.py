@@ -199,6 +199,7 @@ SCHEMA: dict[str, Rule] = {
     "eval_batch_size": integer(1),
     "num_epochs": integer(1),
     "log_every_steps": integer(1),
+    "tensorboard": BOOLEAN,
     "profile_steps": integer(0),
     "profile_first_step": integer(0),
     "eval_every_epochs": integer(1),
