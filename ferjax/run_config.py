@@ -336,6 +336,12 @@ def _check_consistency(config: ml_collections.ConfigDict) -> None:
   if low > high:
     raise errors.UserError(f"config.input.erasing_scale={tuple(inputs.erasing_scale)} must "
                            "be (low, high) with low <= high")
+  if config.profile_steps and not config.tensorboard:
+    # The trace is TensorBoard logdir content, written by XLA's own file system
+    # (which, like TensorFlow's, reaches gs:// only at Google's endpoint).
+    raise errors.UserError(f"config.profile_steps={config.profile_steps} writes a trace "
+                           "for TensorBoard's Profile tab, but config.tensorboard=False; "
+                           "set config.profile_steps=0 or config.tensorboard=True")
   model, kind = config.model.name, config.dataset.kind
   if (model in CLIP_MODELS) != (kind == "clip"):
     wants = "clips" if model in CLIP_MODELS else "images"
