@@ -8,7 +8,6 @@ the whole evaluation split, with padded rows excluded.
 
 import io
 import json
-import os
 
 import matplotlib
 import numpy as np
@@ -93,10 +92,10 @@ def write_json(path: str, payload: dict) -> None:
   written in place there (a rename on them is a copy and a delete).
   """
   text = json.dumps(payload, indent=2, sort_keys=True)
-  path = epath.Path(path)
-  if paths.is_remote(os.fspath(path)):
-    path.write_text(text)
+  if paths.is_remote(path):
+    epath.Path(path).write_text(text)
     return
+  path = epath.Path(path)
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(text)
   tmp.replace(path)
