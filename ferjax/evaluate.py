@@ -53,9 +53,14 @@ class Runner:
     self.splits = {name: pipeline.open_split(config.dataset, name, train=False)
                    for name in dict.fromkeys(names)}
     try:
-      self.evaluators = evaluator_registry.build_evaluators(config.evals)
+      evaluators = evaluator_registry.build_evaluators(config.evals)
     except (ValueError, KeyError, AttributeError) as e:
       raise ValueError(str(e).splitlines()[0] or repr(e)) from None
+    # Without event files (config.tensorboard=False) a TensorBoard-only evaluator has
+    # nowhere to write; the default config lists one, so it is skipped, not refused.
+    self.evaluators = {name: evaluator for name, evaluator in evaluators.items()
+                       if config.tensorboard or not getattr(evaluator, "writes_tensorboard",
+                                                            False)}
     self._steps = {}
     self._objective_state = None
 

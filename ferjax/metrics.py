@@ -13,6 +13,8 @@ import matplotlib
 import numpy as np
 from etils import epath
 
+from ferjax import paths
+
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -86,9 +88,14 @@ def write_json(path: str, payload: dict) -> None:
   """Writes JSON to a local or cloud path; a crash never leaves a half-written file.
 
   Locally through a temporary file and an atomic rename; object stores
-  (`gs://`) publish an object only once it is completely written.
+  (`gs://`) publish an object only once it is completely written, so it is
+  written in place there (a rename on them is a copy and a delete).
   """
+  text = json.dumps(payload, indent=2, sort_keys=True)
+  if paths.is_remote(path):
+    epath.Path(path).write_text(text)
+    return
   path = epath.Path(path)
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+  tmp.write_text(text)
   tmp.replace(path)

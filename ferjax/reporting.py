@@ -164,8 +164,11 @@ def best_checkpoint(manager, metric: str) -> tuple[int, float] | None:
 
 
 def summary_lines(final: dict, workdir: str, *, best: tuple[int, float] | None,
-                  best_metric: str) -> list[str]:
-  """The run's closing lines: eval-split WAR/UAR, best checkpoint and the output paths."""
+                  best_metric: str, tensorboard: bool) -> list[str]:
+  """The run's closing lines: eval-split WAR/UAR, best checkpoint and the output paths.
+
+  The TensorBoard line only when the run wrote event files (`config.tensorboard`).
+  """
   workdir = epath.Path(workdir)
   lines = [f"ferjax: done at step {final['step']}: {final['dataset']} {final['split']} "
            f"WAR {final['war']:.4f} UAR {final['uar']:.4f}"]
@@ -176,7 +179,8 @@ def summary_lines(final: dict, workdir: str, *, best: tuple[int, float] | None,
   plots = sorted(str(p) for p in workdir.glob("*.png"))
   if plots:
     lines.append(f"  plots: {', '.join(plots)}")
-  lines.append(f"  TensorBoard: tensorboard --logdir {workdir}")
+  if tensorboard:
+    lines.append(f"  TensorBoard: tensorboard --logdir {workdir}")
   return lines
 
 

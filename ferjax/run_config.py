@@ -199,6 +199,7 @@ SCHEMA: dict[str, Rule] = {
     "eval_batch_size": integer(1),
     "num_epochs": integer(1),
     "log_every_steps": integer(1),
+    "tensorboard": BOOLEAN,
     "profile_steps": integer(0),
     "profile_first_step": integer(0),
     "eval_every_epochs": integer(1),
@@ -335,6 +336,12 @@ def _check_consistency(config: ml_collections.ConfigDict) -> None:
   if low > high:
     raise errors.UserError(f"config.input.erasing_scale={tuple(inputs.erasing_scale)} must "
                            "be (low, high) with low <= high")
+  if config.profile_steps and not config.tensorboard:
+    # The trace is TensorBoard logdir content, written by XLA's own file system
+    # (which, like TensorFlow's, reaches gs:// only at Google's endpoint).
+    raise errors.UserError(f"config.profile_steps={config.profile_steps} writes a trace "
+                           "for TensorBoard's Profile tab, but config.tensorboard=False; "
+                           "set config.profile_steps=0 or config.tensorboard=True")
   model, kind = config.model.name, config.dataset.kind
   if (model in CLIP_MODELS) != (kind == "clip"):
     wants = "clips" if model in CLIP_MODELS else "images"

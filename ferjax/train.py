@@ -332,7 +332,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   checkpointer = checkpointing.Checkpointer(
       str(epath.Path(workdir) / "checkpoints"), keep=config.keep_checkpoints,
       best_metric=config.best_metric)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  # Without TensorBoard (config.tensorboard=False) the scalars and hparams are only logged.
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0 or not config.tensorboard)
   if jax.process_index() == 0:
     (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
   writer.write_hparams(summaries.flat_hparams(config))
@@ -427,7 +429,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     progress.close()
     reporting.print_summary(reporting.summary_lines(
         final, workdir, best=reporting.best_checkpoint(checkpointer.manager, config.best_metric),
-        best_metric=config.best_metric))
+        best_metric=config.best_metric, tensorboard=config.tensorboard))
     return final
   finally:
     progress.close()
@@ -475,7 +477,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics = experiment.evaluate(experiment.make_runner(), state, step, final=True)[0]
     reporting.print_summary(reporting.summary_lines(
         metrics, workdir, best=reporting.best_checkpoint(checkpointer.manager, config.best_metric),
-        best_metric=config.best_metric))
+        best_metric=config.best_metric, tensorboard=config.tensorboard))
     return metrics
   finally:
     checkpointer.close()

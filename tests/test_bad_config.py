@@ -104,6 +104,10 @@ BAD_CONFIGS = [
     ("resnet", {"num_epochs": -3}, "config.num_epochs must be an integer >= 1, got -3"),
     ("resnet", {"num_epochs": 0}, "config.num_epochs must be an integer >= 1, got 0"),
     ("resnet", {"log_every_steps": 0}, "config.log_every_steps must be an integer >= 1"),
+    ("resnet", {"tensorboard": "no"}, "config.tensorboard must be True or False, got 'no'"),
+    ("resnet", {"tensorboard": False, "profile_steps": 2},
+     "config.profile_steps=2 writes a trace for TensorBoard's Profile tab, but "
+     "config.tensorboard=False"),
     ("resnet", {"eval_every_epochs": 0}, "config.eval_every_epochs must be an integer >= 1"),
     ("resnet", {"checkpoint_every_steps": -5}, "config.checkpoint_every_steps must be"),
     ("resnet", {"keep_checkpoints": 0}, "config.keep_checkpoints must be an integer >= 1"),

@@ -1,16 +1,17 @@
-"""The storage libraries of a gs:// run, pointed at a local GCS emulator.
+"""gs:// runs against a local GCS emulator (tests/gcs_emulator.py).
 
-Each library is pointed at the emulator through its documented setting:
-gcsfs (etils.epath with EPATH_USE_TF=false: workdir files, TFDS metadata)
-STORAGE_EMULATOR_HOST; TensorStore (Orbax checkpoint arrays)
-TENSORSTORE_GCS_HTTP_URL with GOOGLE_AUTH_TOKEN_FOR_TESTING; google-cloud-cpp
-(ArrayRecord reads of TFDS data) CLOUD_STORAGE_EMULATOR_ENDPOINT. TensorFlow's
-own GCS client (the TensorBoard writer) has no endpoint setting, so a whole
-training run cannot use the emulator (docs/scaling.md).
+Each storage library is pointed at the emulator through its documented setting
+(`gcs_emulator.environment`): gcsfs (etils.epath with EPATH_USE_TF=false:
+workdir files, TFDS metadata) STORAGE_EMULATOR_HOST; TensorStore (Orbax
+checkpoint arrays) TENSORSTORE_GCS_HTTP_URL with GOOGLE_AUTH_TOKEN_FOR_TESTING;
+google-cloud-cpp (ArrayRecord reads of TFDS data) CLOUD_STORAGE_EMULATOR_ENDPOINT.
+TensorFlow's own GCS client (the TensorBoard writer) has no endpoint setting,
+so the whole run has `config.tensorboard=False` (docs/scaling.md).
 """
 
+import json
 import os
-import socket
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,11 @@ import time
 
 import pytest
 
+from conftest import REPO, TINY_IMAGE_OVERRIDES  # pylint: disable=g-bad-import-order
+
 pytest.importorskip("gcp_storage_emulator")
+gcsfs_core = pytest.importorskip("gcsfs.core")
+import gcs_emulator  # pylint: disable=g-bad-import-order,wrong-import-position
 
 BUCKET = "ferjax-test"
 
@@ -49,30 +54,96 @@ _CLIENT = textwrap.dedent("""
 """)
 
 
-def test_workdir_checkpoint_and_array_record_on_emulated_gcs(tmp_path):
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  url = f"http://127.0.0.1:{port}"
-  server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start",
-                             "--host=127.0.0.1", f"--port={port}", "--in-memory", "-q",
-                             f"--default-bucket={BUCKET}"], stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.time() + 30
-    while True:
-      try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        break
-      except OSError:
-        assert time.time() < deadline and server.poll() is None, "emulator did not start"
-        time.sleep(0.2)
-    env = dict(os.environ, STORAGE_EMULATOR_HOST=url, EPATH_USE_TF="false",
-               TENSORSTORE_GCS_HTTP_URL=url, GOOGLE_AUTH_TOKEN_FOR_TESTING="emulator",
-               CLOUD_STORAGE_EMULATOR_ENDPOINT=url)
-    code = _CLIENT.replace("BUCKET", BUCKET).replace("LOCAL", str(tmp_path / "d.array_record"))
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
-  finally:
-    server.terminate()
-    server.wait(timeout=30)
+@pytest.fixture(scope="module")
+def emulator_url():
+  with gcs_emulator.serve(BUCKET) as url:
+    yield url
+
+
+def test_workdir_checkpoint_and_array_record_on_emulated_gcs(emulator_url, tmp_path):
+  env = dict(os.environ, **gcs_emulator.environment(emulator_url))
+  code = _CLIENT.replace("BUCKET", BUCKET).replace("LOCAL", str(tmp_path / "d.array_record"))
+  result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+# 9 steps (one epoch of images_small), a checkpoint every 2; `trained_image_run`
+# trains the same run on local disk without interruption. A save waits for the one
+# before it: once step 2 is committed, two more saves pass before the last step, so
+# the SIGTERM lands mid-run even when the poll waits on the busy emulator.
+TOTAL_STEPS = 9
+
+
+def _ferjax(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
+  return subprocess.Popen([sys.executable, "-m", "ferjax.main", *args], cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          **kwargs)
+
+
+def test_train_sigterm_resume_and_eval_only_on_emulated_gcs(emulator_url, tfds_data_dir,
+                                                            trained_image_run, tmp_path):
+  fs = gcsfs_core.GCSFileSystem(endpoint_url=emulator_url, token="anon",
+                                skip_instance_cache=True)
+  fs.put(os.path.join(tfds_data_dir, "synthetic_fer", "images_small"),
+         f"{BUCKET}/tfds/synthetic_fer/images_small", recursive=True)
+  run = f"{BUCKET}/whole_run"
+  args = ["--config=configs/resnet.py:synthetic", *TINY_IMAGE_OVERRIDES,
+          "--config.tensorboard=False",
+          f"--workdir=gs://{run}", f"--config.dataset.data_dir=gs://{BUCKET}/tfds"]
+  # The three runs share compiled steps through JAX's persistent cache: the test is
+  # about storage, and compiling the same steps three times would double its time.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jit"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+             **gcs_emulator.environment(emulator_url))
+
+  def committed(step: int) -> bool:
+    fs.invalidate_cache()
+    return fs.exists(f"{run}/checkpoints/{step}/commit_success.txt")
+
+  def final_metrics() -> dict:
+    fs.invalidate_cache()
+    return json.loads(fs.cat(f"{run}/final_metrics.json"))
+
+  # SIGTERM once the first checkpoint is in the bucket.
+  process = _ferjax([*args, "--config.checkpoint_every_steps=2"], env)
+  deadline = time.monotonic() + 300
+  while not committed(2):
+    assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 143, stderr[-3000:]
+  assert "Traceback" not in stderr and "googleapis.com" not in stderr
+  (stop_line,) = [line for line in stderr.splitlines() if line.startswith("ferjax:")]
+  assert stop_line.startswith("ferjax: stopped by SIGTERM at step "), stop_line
+  stopped_at = int(stop_line.split("at step ")[1].split(";")[0])
+  assert 2 <= stopped_at < TOTAL_STEPS and committed(stopped_at)
+  assert not fs.exists(f"{run}/final_metrics.json")
+
+  # The rerun (saving only at the end: the save cadence may change on resume) resumes
+  # from that step and finishes; its metrics are the uninterrupted run's.
+  process = _ferjax(args, env)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr[-3000:]
+  assert f"Resumed from step {stopped_at}." in stderr
+  # No TensorFlow or XLA GCS client tried Google's endpoint (they log curl errors).
+  assert "Traceback" not in stderr and "googleapis.com" not in stderr
+  assert "  TensorBoard: " not in stderr
+  assert committed(TOTAL_STEPS)
+  assert not fs.glob(f"{run}/events.out.tfevents*") and not fs.exists(f"{run}/ferjax.lock")
+  metrics = final_metrics()
+  with open(os.path.join(trained_image_run[0], "final_metrics.json")) as f:
+    reference = json.load(f)
+  assert metrics["step"] == TOTAL_STEPS
+  for key in ("war", "uar", "per_class", "confusion_matrix", "num_examples"):
+    assert metrics[key] == reference[key], key
+
+  # Eval-only of the last checkpoint rewrites the same metrics.
+  fs.rm(f"{run}/final_metrics.json")
+  process = _ferjax([*args, "--config.eval_only=True"], env)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr[-3000:]
+  assert "Traceback" not in stderr and "googleapis.com" not in stderr
+  assert final_metrics() == metrics

@@ -88,6 +88,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 128
   config.num_epochs = 10
   config.log_every_steps = 50                    # train scalars to TensorBoard, progress
+  # False: no TensorBoard event files (scalars, hparams, the `tensorboard` evaluator's
+  # images); the scalars go to the log only. TensorFlow's summary writer has its own
+  # GCS client with a fixed endpoint: a gs:// workdir on a GCS emulator (or any
+  # storage that client cannot reach) needs this off; docs/scaling.md.
+  config.tensorboard = True
   config.profile_steps = 0                       # >0: a profiler trace of this many steps
   config.profile_first_step = 10                 # ... from this step after a (re)start
   config.eval_every_epochs = 1

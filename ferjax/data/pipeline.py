@@ -18,10 +18,10 @@ import dataclasses
 import functools
 import math
 import os
-import pathlib
 import threading
 import time
 
+from etils import epath
 import grain
 import jax
 from jax.experimental import multihost_utils
@@ -65,7 +65,7 @@ def load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
       ":synthetic variant (--config=configs/NAME.py:synthetic)")
 
 
-def _version_folder(name: str, data_dir: str) -> pathlib.Path:
+def _version_folder(name: str, data_dir: str) -> epath.Path:
   """`data_dir/<dataset>/<config>/<version>` of a TFDS name `dataset[/config][:version]`.
 
   Raises:
@@ -87,7 +87,7 @@ def _version_folder(name: str, data_dir: str) -> pathlib.Path:
     raise errors.UserError(f"config.dataset.name {name!r}: {dataset} has no version "
                            f"{version}; versions: {', '.join(versions)}")
   config = config or (cls.DEFAULT_CONFIG_NAME or configs[0] if configs else "")
-  return pathlib.Path(data_dir, dataset, config, version or versions[0])
+  return epath.Path(data_dir, dataset, config, version or versions[0])  # local or gs://
 
 
 def rebuild_hint(name: str, data_dir: str) -> str:

@@ -13,7 +13,9 @@ built by `builder(settings)` and has
 
 and optionally `prepare(context) -> (graphdef, model_state)`, which runs
 before the split is predicted and returns the model variant to evaluate (and
-the model state the run keeps, e.g. with a newly computed statistic).
+the model state the run keeps, e.g. with a newly computed statistic), and
+`writes_tensorboard = True` for one whose only output is TensorBoard event
+files: a run with `config.tensorboard=False` leaves it out.
 """
 
 import dataclasses

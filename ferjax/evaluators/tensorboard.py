@@ -4,7 +4,8 @@
 evaluation, `eval/confusion_matrix` and `eval/misclassified` (a grid of the
 first `max_examples` misclassified eval-split examples in split order, titled
 with their true and predicted classes; a clip shows its middle frame) to the
-TensorBoard logdir, the workdir. It adds no metrics.
+TensorBoard logdir, the workdir. It adds no metrics. With
+`config.tensorboard=False` the runner leaves it out (`writes_tensorboard`).
 """
 
 import ml_collections
@@ -18,6 +19,7 @@ class TensorBoardImages:
   """Writes the eval split's confusion matrix and misclassified examples (module docstring)."""
 
   needs = ()
+  writes_tensorboard = True
 
   def __init__(self, max_examples: int):
     self.max_examples = max_examples
