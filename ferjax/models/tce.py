@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ferjax.models import precision
 from ferjax.models.torch_layers import conv1d
 
 
@@ -71,9 +72,18 @@ class TemporalChannelExcitation(nnx.Module):
     shifted = jnp.stack([padded[..., j:j + c] for j in range(k)], axis=1)    # [N, k, T, C]
     timed = self.temporal_conv(shifted.reshape(n * k, t, c)).reshape(n, k, t, c)
     ones = self.temporal_conv(jnp.ones((1, t, c), pooled.dtype))[0]          # [T, C]
-    w1 = self.channel_conv1.kernel[...][:, 0, :].astype(pooled.dtype)        # [k, rd]
-    b1 = self.channel_conv1.bias[...].astype(pooled.dtype)                   # [rd]
-    z2 = jnp.einsum("nktc,kr->ntcr", timed, w1) + ones[:, :, None] * b1      # [N, T, C, rd]
+
+    def channel_conv(inputs, params):                                       # z2 [N, T, C, rd]
+      (shifted_timed, time_ones), (w1, b1) = inputs, params
+      return jnp.einsum("nktc,kr->ntcr", shifted_timed, w1) + time_ones[:, :, None] * b1
+
+    # channel_conv1's parameters are used by hand here, so they get the float32 gradients
+    # of ferjax.models.precision (where chosen) explicitly.
+    params = (self.channel_conv1.kernel[...][:, 0, :], self.channel_conv1.bias[...])  # [k, rd], [rd]
+    if self.channel_conv1.mixed:
+      z2 = precision.apply_mixed(channel_conv, (timed, ones), params)
+    else:
+      z2 = channel_conv((timed, ones), tuple(p.astype(pooled.dtype) for p in params))
     z4 = self.channel_conv2(nnx.relu(z2).reshape(n * t, c, self.reduced))    # [N*T, C, 1]
     return z4.reshape(n, t, c)
 
