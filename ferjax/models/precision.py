@@ -1,13 +1,21 @@
 """Parameter gradients in the parameters' dtype (float32) when a model computes in bfloat16.
 
-A layer that computes in bfloat16 casts its float32 kernel to bfloat16 before
-the convolution or matmul. Autodiff then computes the kernel gradient with a
-bfloat16 result: a partial sum over this device's share of the batch, which
-the data-parallel program all-reduces in bfloat16 before the cast's transpose
-widens it to float32. Likewise the broadcast of a bias over the batch is
-transposed into a bfloat16 sum. The layers here compute the same forward pass
-(bitwise) but produce every parameter gradient as a float32 result of the op
-that sums over the batch, so partial sums and their all-reduce are float32.
+A Flax layer computing in bfloat16 casts its float32 parameters to bfloat16.
+Autodiff then produces a kernel gradient as the bfloat16 result of the
+weight-gradient convolution or matmul: a partial sum over this device's share
+of the batch, which the data-parallel program all-reduces in bfloat16 before
+the cast's transpose widens it to float32. A bias broadcast over the batch is
+transposed into a bfloat16 sum; BatchNorm and LayerNorm normalise in float32
+but from scale and bias rounded to bfloat16, so the transpose of that rounding
+narrows their float32 gradients (and XLA moves the all-reduce after it).
+
+The layers here (`Conv`, `Linear`, `BatchNorm`, `LayerNorm`: subclasses with
+the same arguments and parameters) and the helpers for parameters used by
+hand (`apply_mixed`, `add_param_term`) compute the same forward pass, with the
+same roundings, but every parameter gradient is a float32 result of the op
+that sums over the batch, so the partial sums and their all-reduce are
+float32. (A compiled program may skip a rounding to bfloat16 between two ops,
+XLA's excess precision, in these layers as in Flax's.)
 
 `config.model.grad_dtype` chooses: "float32" (these gradients) or "compute"
 (gradients in the computation dtype, as plain Flax layers give them). The
@@ -15,7 +23,6 @@ choice is read when a layer is built (`gradient_dtype`, set by
 `ferjax.models.registry.build_model`), so no constructor takes an argument
 for it. Float32 layers are the plain Flax layers either way.
 """
-
 import contextlib
 import contextvars
 import dataclasses
@@ -74,9 +81,8 @@ def apply_mixed(f: Callable[[Any, Any], jax.Array], inputs: Any, params: Any) ->
   those of `f(inputs, params.astype(compute))`. The params' gradients are the
   VJP of `f` at (inputs, params) both in the parameter dtype, with the output
   cotangent widened too: for a convolution or matmul the weight-gradient op
-  then outputs float32 (XLA on TPU and GPU folds the widening of bfloat16
-  operands into the op, which multiplies bfloat16 values and accumulates in
-  float32).
+  then outputs float32. (Compiled for TPU, XLA folds the widening of its
+  bfloat16 operands into the op: bfloat16 operands, float32 result.)
   """
   return f(inputs, _cast(params, _dtype_of(inputs)))
 
@@ -99,7 +105,7 @@ apply_mixed.defvjp(_apply_mixed_fwd, _apply_mixed_bwd)
 def rounded(x: jax.Array, dtype: Any) -> jax.Array:
   """x rounded to `dtype`'s precision but kept in x's dtype; the gradient passes unchanged.
 
-  b + (round(b) - b) is exactly round(b) (the difference is exact in x's dtype).
+  x + (round(x) - x) is exactly round(x): the difference is exact in x's dtype.
   """
   return x + lax.stop_gradient(x.astype(dtype).astype(x.dtype) - x)
 
