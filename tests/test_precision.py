@@ -147,7 +147,8 @@ def test_param_term_added_in_float32_rounds_like_bfloat16():
 
 def test_float32_and_compute_policy_layers_are_plain_flax():
   x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 4, 4, 3)), jnp.float32)
-  grad_hlo = lambda layer, x: jax.jit(nnx.grad(_loss)).lower(layer, x, _cotangent((2, 4, 4, 4))).as_text()
+  ct = _cotangent((2, 4, 4, 4))
+  grad_hlo = lambda layer, x: jax.jit(nnx.grad(_loss)).lower(layer, x, ct).as_text()
   make = lambda cls, dtype: cls(3, 4, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype,
                                 rngs=nnx.Rngs(0))
   assert not make(precision.Conv, jnp.float32).mixed

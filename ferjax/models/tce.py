@@ -84,8 +84,9 @@ class TemporalChannelExcitation(nnx.Module):
 
     # Parameters used by hand (channel_conv1's; temporal_conv's in TC(1), which is broadcast
     # over the batch) take ferjax.models.precision's float32 gradients where chosen.
-    params = (self.channel_conv1.kernel[...][:, 0, :], self.channel_conv1.bias[...],  # [k, rd], [rd]
-              self.temporal_conv.kernel[...])                                       # [3, C, C]
+    params = (self.channel_conv1.kernel[...][:, 0, :],   # [k, rd]
+              self.channel_conv1.bias[...],                # [rd]
+              self.temporal_conv.kernel[...])              # [3, C, C]
     if self.channel_conv1.mixed:
       z2 = precision.apply_mixed(channel_conv, timed, params)
     else:
