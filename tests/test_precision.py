@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ferjax.models import precision, small_map_conv
+from ferjax.configs import resnet as resnet_config
+from ferjax.models import precision, registry, small_map_conv
 from ferjax.models.tce import TemporalChannelExcitation
 
 BF16 = jnp.bfloat16
@@ -183,3 +184,18 @@ def test_tce_by_hand_channel_conv_takes_float32_gradients():
     expected = np.asarray(compute_grads[path][...])
     np.testing.assert_allclose(np.asarray(value[...]), expected, rtol=0.02,
                                atol=0.02 * np.abs(expected).max(), err_msg=str(path))
+
+
+def test_build_model_reads_the_policy_from_the_config():
+  model_config = resnet_config.get_config("smoke").model
+  model_config.dtype = "bfloat16"
+
+  def layers_mixed(model_config):
+    model = nnx.eval_shape(lambda: registry.build_model(model_config, 7, rngs=nnx.Rngs(0)))
+    return {m.mixed for _, m in nnx.iter_graph(model) if hasattr(m, "mixed")}
+
+  assert layers_mixed(model_config) == {True}
+  model_config.grad_dtype = "compute"
+  assert layers_mixed(model_config) == {False}
+  del model_config["grad_dtype"]    # the config.json of a run from before the field
+  assert layers_mixed(model_config) == {True}
