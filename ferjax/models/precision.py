@@ -168,7 +168,7 @@ def _promote_norm(args: tuple, *, dtype: Any) -> tuple:
 class Conv(nnx.Conv):
   """`nnx.Conv` (same arguments, parameters `kernel` and `bias`) whose parameter gradients
   are float32 when it computes in another dtype (module doc); `conv_general_dilated` is the
-  inner op. Output in `dtype`, bitwise equal to `nnx.Conv`'s."""
+  inner op. Output in `dtype`, with `nnx.Conv`'s roundings (bitwise equal op by op)."""
 
   def __init__(self, *args: Any, dtype: Any = None, param_dtype: Any = jnp.float32,
                conv_general_dilated: Callable[..., jax.Array] = lax.conv_general_dilated,
@@ -213,6 +213,8 @@ class BatchNorm(nnx.BatchNorm):
 
   def __call__(self, x: jax.Array, use_running_average: bool | None = None, *,
                mask: jax.Array | None = None) -> jax.Array:
+    if not self.mixed:
+      return super().__call__(x, use_running_average, mask=mask)
     running = self.use_running_average if use_running_average is None else use_running_average
     token = _RUNNING_AVERAGE.set(bool(running))
     try:
