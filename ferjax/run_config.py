@@ -19,7 +19,7 @@ from etils import epath
 
 from ferjax import errors, paths
 from ferjax.evaluators import registry as evaluator_registry
-from ferjax.models import aea, msfe, stse
+from ferjax.models import aea, msfe, precision, stse
 from ferjax.models import registry as model_registry
 from ferjax.models import resnet
 from ferjax.objectives import center_cosine
@@ -133,6 +133,7 @@ SCHEMA: dict[str, Rule] = {
     "model.name": text(),   # checked against the model registry by `validate`
     "model.depth": one_of(resnet.STAGE_SIZES),
     "model.dtype": one_of(("float32", "bfloat16")),
+    "model.grad_dtype": one_of(precision.GRADIENT_DTYPES),
     "model.num_frames": optional(integer(1)),
     "model.lstpnet.transformer_depth": optional(integer(1)),
     "model.lstpnet.heads": optional(integer(1)),
@@ -238,7 +239,7 @@ DIRECTORY_FIELDS = ("dataset.data_dir",)
 # Config fields (and subtrees) a resumed run must share with the run that wrote its
 # checkpoints: they fix the data stream (order, batches per epoch) or the layout of
 # the train state. Everything else (epochs, learning rate, eval and logging
-# cadence, data_dir, compute dtype) may change between restarts.
+# cadence, data_dir, compute and gradient dtypes) may change between restarts.
 DATA_STREAM_INVARIANTS = ("seed", "batch_size", "train_drop_remainder")
 STATE_INVARIANTS = ("dataset.name", "dataset.train_split", "dataset.num_classes",
                     "dataset.label_key", "dataset.fold", "dataset.min_frames", "model",
@@ -246,7 +247,7 @@ STATE_INVARIANTS = ("dataset.name", "dataset.train_split", "dataset.num_classes"
                     "ema.decay", "input.image_size",
                     "input.num_frames", "input.num_segments")
 RESUME_INVARIANTS = DATA_STREAM_INVARIANTS + STATE_INVARIANTS
-RESUME_FREE = ("model.dtype",)
+RESUME_FREE = ("model.dtype", "model.grad_dtype")
 
 
 def _leaves(tree, prefix: str = "") -> dict:

@@ -483,8 +483,10 @@ def format_report(report: dict) -> str:
                  f"{c['replica_groups']}")
   if small:
     spans = sorted({(c["hosts_per_group"], c["slices_per_group"]) for c in small})
+    dtypes = "/".join(sorted({t for c in small for t in c["dtypes"]}))
     lines.append(f"  + {len(small)} small collectives ({_mib(sum(c['bytes'] for c in small))} in "
-                 f"all: BatchNorm statistics, metrics) spanning (hosts, slices) {spans}")
+                 f"all, {dtypes}: BatchNorm statistics and parameters, metrics) spanning "
+                 f"(hosts, slices) {spans}")
   if "max_batch" in report:
     lines.append(f"largest per-device batch that fits: {report['max_batch']['max_batch_per_device']}"
                  f" (train step MiB per trial batch: {report['max_batch']['trials']})")

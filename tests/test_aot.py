@@ -1,12 +1,15 @@
 """ferjax.scaling compiles the real train step for a 4-chip TPU slice on this CPU host."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from configs import resnet as resnet_config
 from ferjax import scaling, sharding
-from ferjax.models import resnet
+from ferjax.models import precision, resnet
+from ferjax.models.tce import TemporalChannelExcitation
 
 IMAGE, PER_DEVICE, CLASSES = 64, 4, 7
 
@@ -49,6 +52,7 @@ def _resnet18_forward_flops(batch: int) -> tuple[int, int]:
 def report():
   config = resnet_config.get_config("synthetic")
   config.input.image_size = IMAGE
+  config.model.dtype = "bfloat16"                       # float32 gradients: the default
   target = scaling.make_target("v5e:2x2")               # 4 chips, libtpu from the `test` extra
   config.batch_size = PER_DEVICE * len(target.devices)
   mesh = jax.sharding.Mesh(np.asarray(target.devices), (sharding.DATA_AXIS,))
@@ -73,6 +77,7 @@ def test_flops_match_the_analytic_count(report):
 
 
 def test_one_float32_gradient_all_reduce_over_the_data_axis(report):
+  # A bfloat16 model: its parameter gradients are all-reduced in float32.
   compiled, _ = report
   _, conv_params = _resnet18_forward_flops(1)
   gradients = [c for c in compiled["collectives"] if c["elements"] > scaling.LARGE_ELEMENTS]
@@ -83,6 +88,44 @@ def test_one_float32_gradient_all_reduce_over_the_data_axis(report):
   # Every kernel's gradient; at most the BatchNorm and classifier parameters besides.
   assert conv_params <= gradient["elements"] <= conv_params + 2 * 4800 + 512 * CLASSES + CLASSES
   assert {c["kind"] for c in compiled["collectives"]} == {"all-reduce"}   # state replicated
+  # Nor is any smaller one (BatchNorm's scale and bias; s32: the metrics' counts).
+  assert {t for c in compiled["collectives"] for t in c["dtypes"]} == {"f32", "s32"}
+
+
+class _Layers(nnx.Module):
+  """One of each layer of ferjax.models.precision and TCE: frames `[2*T, 4, 4, 3]` -> `[2, 5]`."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.conv = resnet.conv(3, 16, 3, use_bias=True, dtype=jnp.bfloat16, rngs=rngs)
+    self.bn = resnet.batch_norm(16, jnp.bfloat16, rngs)
+    self.tce = TemporalChannelExcitation(16, 2, dtype=jnp.bfloat16, rngs=rngs)
+    self.norm = precision.LayerNorm(16, dtype=jnp.bfloat16, rngs=rngs)
+    self.fc = precision.Linear(16, 5, dtype=jnp.bfloat16, rngs=rngs)
+
+  def __call__(self, x):
+    y = self.tce(nnx.relu(self.bn(self.conv(x), use_running_average=False)))
+    return self.fc(self.norm(jnp.mean(y, axis=(1, 2)).reshape(-1, 2, 16).mean(axis=1)))
+
+
+@pytest.mark.parametrize("grad_dtype, dtypes", [("float32", {"f32"}), ("compute", {"bf16", "f32"})])
+def test_gradient_all_reduce_dtype_of_each_layer(grad_dtype, dtypes):
+  target = scaling.make_target("v5e:2x2")
+  mesh = jax.sharding.Mesh(np.asarray(target.devices), (sharding.DATA_AXIS,))
+  with precision.gradient_dtype(grad_dtype):
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: _Layers(nnx.Rngs(0))))
+
+  def grads(state, x):
+    loss = lambda model: jnp.sum(model(x).astype(jnp.float32))
+    return nnx.grad(loss)(nnx.merge(graphdef, state))
+
+  replicated = sharding.replicated(mesh)
+  state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                       state)
+  x = jax.ShapeDtypeStruct((16, 4, 4, 3), jnp.bfloat16, sharding=sharding.batch_sharding(mesh))
+  compiled = jax.jit(grads, out_shardings=replicated).lower(state, x).compile()
+  collectives = scaling.collectives(compiled.as_text(), list(mesh.devices.flat))
+  # All-reduces sum gradients and BatchNorm statistics (float32); all-to-alls move frames.
+  assert {t for c in collectives if c["kind"] == "all-reduce" for t in c["dtypes"]} == dtypes
 
 
 def test_replica_group_notations():

@@ -51,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.name = "resnet"
   config.model.depth = 18
   config.model.dtype = "float32"                 # computation dtype; params stay float32
+  config.model.grad_dtype = "float32"            # "float32" | "compute": parameter gradients
+                                                 # (and their all-reduce) of bfloat16 models
   config.init_from = ""                          # .pth or converted checkpoint to start from
   config.init_strict = False                     # True: every key must match (official weights)
   config.init_class_order = ""                   # LSTPNet .pth only: "dfew" | "canonical"

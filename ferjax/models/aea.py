@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from ferjax.models import torch_layers
+from ferjax.models import precision, torch_layers
 from ferjax.models.dtypes import compute_dtype
 
 EVAL_MODES: dict[str, str] = {
@@ -63,6 +63,7 @@ class AverageExpressionAnchoring(nnx.Module):
     self.weight = nnx.Param(jnp.ones((dim,), jnp.float32))
     self.mean = FeatureMean(jnp.zeros((dim,), jnp.float32))
     self.eval_mode = canonical_eval_mode(eval_mode)
+    self.mixed = precision.float32_gradients()
 
   def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
     """`mask` `[B]` bool marks real rows (None: all rows are real)."""
@@ -70,7 +71,8 @@ class AverageExpressionAnchoring(nnx.Module):
       anchor = masked_batch_mean(x, mask)
     else:
       anchor = self.mean[...]
-    return x + (self.weight[...] * anchor).astype(x.dtype)
+    # w's gradient sums over the batch: in float32 where chosen (ferjax.models.precision).
+    return precision.add_param_term(x, self.weight[...] * anchor, mixed=self.mixed)
 
 
 class AEAClassifier(nnx.Module):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from ferjax.models import init, small_map_conv
+from ferjax.models import init, precision, small_map_conv
 from ferjax.models.dtypes import compute_dtype
 
 BlockHook = Callable[[int, int, int, nnx.Rngs], nnx.Module | None]
@@ -40,22 +40,22 @@ STAGE_SIZES: dict[int, tuple[int, int, int, int]] = {
 STAGE_WIDTHS = (64, 128, 256, 512)
 
 
-def batch_norm(features: int, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
+def batch_norm(features: int, dtype: Any, rngs: nnx.Rngs) -> precision.BatchNorm:
   """BatchNorm with torchvision's epsilon and momentum."""
-  return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
-                       dtype=dtype, rngs=rngs)
+  return precision.BatchNorm(features, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
+                             dtype=dtype, rngs=rngs)
 
 
 def conv(in_features: int, out_features: int, kernel: int, stride: int = 1, *,
-         use_bias: bool = False, dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
+         use_bias: bool = False, dtype: Any, rngs: nnx.Rngs) -> precision.Conv:
   """A kxk conv with torchvision's symmetric padding k//2 (tiny maps: see small_map_conv)."""
   pad = kernel // 2
   bias_init = init.torch_default_bias_init(in_features * kernel * kernel)
-  return nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
-                  padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                  kernel_init=init.resnet_conv_init, bias_init=bias_init,
-                  conv_general_dilated=small_map_conv.conv_general_dilated,
-                  dtype=dtype, rngs=rngs)
+  return precision.Conv(in_features, out_features, (kernel, kernel), strides=stride,
+                        padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+                        kernel_init=init.resnet_conv_init, bias_init=bias_init,
+                        conv_general_dilated=small_map_conv.conv_general_dilated,
+                        dtype=dtype, rngs=rngs)
 
 
 class Downsample(nnx.Module):
@@ -166,8 +166,9 @@ class ResNet(nnx.Module):
     block_cls = BasicBlock if depth < 50 else Bottleneck
     self.dtype = dtype
     # torchvision's stem conv has no bias, even in LSTPNet's biased variant.
-    self.conv1 = nnx.Conv(3, 64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
-                          kernel_init=init.resnet_conv_init, dtype=dtype, rngs=rngs)
+    self.conv1 = precision.Conv(3, 64, (7, 7), strides=2, padding=((3, 3), (3, 3)),
+                                use_bias=False, kernel_init=init.resnet_conv_init, dtype=dtype,
+                                rngs=rngs)
     self.bn1 = batch_norm(64, dtype, rngs)
     in_features = 64
     layers = []
@@ -183,7 +184,7 @@ class ResNet(nnx.Module):
       layers.append(nnx.List(blocks))
     self.layer1, self.layer2, self.layer3, self.layer4 = layers
     self.num_features = in_features
-    self.fc = None if num_classes is None else nnx.Linear(
+    self.fc = None if num_classes is None else precision.Linear(
         in_features, num_classes, dtype=dtype, kernel_init=init.torch_default_kernel_init,
         bias_init=init.torch_default_bias_init(in_features), rngs=rngs)
 

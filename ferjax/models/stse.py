@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from ferjax.models import precision
 from ferjax.models.dtypes import compute_dtype
 from ferjax.models.resnet import BlockHook, ResNet, batch_norm, drop_head
 
@@ -61,9 +62,9 @@ class Excitation(nnx.Module):
     if reduction < 1:
       raise ValueError(f"stse.reduction must be >= 1, got {reduction}")
     hidden = max(channels // reduction, 1)
-    self.fc1 = nnx.Linear(channels, hidden, use_bias=use_bias, dtype=dtype, rngs=rngs)
+    self.fc1 = precision.Linear(channels, hidden, use_bias=use_bias, dtype=dtype, rngs=rngs)
     self.bn = batch_norm(hidden, dtype, rngs) if use_bn else None
-    self.fc2 = nnx.Linear(hidden, channels, use_bias=use_bias, dtype=dtype, rngs=rngs)
+    self.fc2 = precision.Linear(hidden, channels, use_bias=use_bias, dtype=dtype, rngs=rngs)
 
   def __call__(self, g: jax.Array, *, train: bool) -> jax.Array:
     h = self.fc1(g)

@@ -22,7 +22,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
+from ferjax.models import precision
 from ferjax.models.torch_layers import conv1d
 
 
@@ -70,10 +72,25 @@ class TemporalChannelExcitation(nnx.Module):
     padded = jnp.pad(pooled, ((0, 0), (0, 0), (pad, pad)))
     shifted = jnp.stack([padded[..., j:j + c] for j in range(k)], axis=1)    # [N, k, T, C]
     timed = self.temporal_conv(shifted.reshape(n * k, t, c)).reshape(n, k, t, c)
-    ones = self.temporal_conv(jnp.ones((1, t, c), pooled.dtype))[0]          # [T, C]
-    w1 = self.channel_conv1.kernel[...][:, 0, :].astype(pooled.dtype)        # [k, rd]
-    b1 = self.channel_conv1.bias[...].astype(pooled.dtype)                   # [rd]
-    z2 = jnp.einsum("nktc,kr->ntcr", timed, w1) + ones[:, :, None] * b1      # [N, T, C, rd]
+    ones = jnp.ones((1, t, c), pooled.dtype)
+
+    def channel_conv(timed, params):                                        # z2 [N, T, C, rd]
+      w1, b1, time_kernel = params
+      # TC(1) `[T, C]`: temporal_conv's convolution of an all-ones clip.
+      time_ones = lax.conv_general_dilated(ones.astype(time_kernel.dtype), time_kernel, (1,),
+                                           self.temporal_conv.padding,
+                                           dimension_numbers=("NWC", "WIO", "NWC"))[0]
+      return jnp.einsum("nktc,kr->ntcr", timed, w1) + time_ones[:, :, None] * b1
+
+    # Parameters used by hand (channel_conv1's; temporal_conv's in TC(1), which is broadcast
+    # over the batch) take ferjax.models.precision's float32 gradients where chosen.
+    params = (self.channel_conv1.kernel[...][:, 0, :],   # [k, rd]
+              self.channel_conv1.bias[...],                # [rd]
+              self.temporal_conv.kernel[...])              # [3, C, C]
+    if self.channel_conv1.mixed:
+      z2 = precision.apply_mixed(channel_conv, timed, params)
+    else:
+      z2 = channel_conv(timed, tuple(p.astype(pooled.dtype) for p in params))
     z4 = self.channel_conv2(nnx.relu(z2).reshape(n * t, c, self.reduced))    # [N*T, C, 1]
     return z4.reshape(n, t, c)
 
