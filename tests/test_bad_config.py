@@ -98,7 +98,7 @@ BAD_CONFIGS = [
     ("resnet", {"optimizer.learning_rate": -0.1}, "config.optimizer.learning_rate must be"),
     ("resnet", {"optimizer.weight_decay": -1e-4}, "config.optimizer.weight_decay must be"),
     ("resnet", {"model.name": "vit"}, "config.model.name must be one of .*'resnet', .*got 'vit'"),
-    ("resnet", {"model.depth": 20}, "config.model.depth must be one of 18, 34, 50"),
+    ("resnet", {"model.depth": 20}, "config.model.depth must be one of 10, 18, 34, 50"),
     ("resnet", {"model.dtype": "float16"}, "config.model.dtype must be one of 'float32'"),
     ("resnet", {"seed": -1}, "config.seed must be an integer >= 0, got -1"),
     ("resnet", {"num_epochs": -3}, "config.num_epochs must be an integer >= 1, got -3"),

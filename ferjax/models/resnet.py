@@ -1,4 +1,4 @@
-"""ResNet-18/34/50/101/152 in Flax NNX, laid out like torchvision's.
+"""ResNet-18/34/50/101/152 in Flax NNX, laid out like torchvision's (and ResNet-10).
 
 Same block order and attribute names as torchvision (`conv1`, `bn1`, `layer1`…
 `layer4`, blocks with `conv1..3`, `bn1..3`, `downsample`), explicit
@@ -31,6 +31,9 @@ from ferjax.models.dtypes import compute_dtype
 BlockHook = Callable[[int, int, int, nnx.Rngs], nnx.Module | None]
 
 STAGE_SIZES: dict[int, tuple[int, int, int, int]] = {
+    # One BasicBlock per stage: not in torchvision, for the clip smoke run
+    # (ferjax/configs/lstpnet.py `_smoke`) where a step must cost little.
+    10: (1, 1, 1, 1),
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
     50: (3, 4, 6, 3),
