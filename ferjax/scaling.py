@@ -374,7 +374,11 @@ def largest_fitting(memory_of: Callable[[int], float | None], start: int,
   The train step's memory is close to affine in the batch (weights and optimizer state
   plus activations per example), so each trial is the batch at which the line through
   the two nearest measured points reaches `usable` (a secant step); a bisection step
-  follows any trial that did not halve the bracket. Returns (batch, {batch: memory}).
+  follows any trial that did not halve the bracket. While only one batch b is known to
+  fit, the line runs through the origin instead: the intercept it drops is positive, so
+  the step undershoots and lands on a batch that fits, which a start near the limit
+  (a global --batch_size guess) brackets in about three trials. Returns (batch,
+  {batch: memory}).
   """
   trials: dict[int, float | None] = {}
   low, high = 0, None          # the largest batch that fits, the smallest that does not
@@ -385,6 +389,8 @@ def largest_fitting(memory_of: Callable[[int], float | None], start: int,
       pair = [low, high]
     elif low:                  # extrapolate from the two largest batches that fit
       pair = sorted(b for b in known if b <= low)[-2:]
+      if len(pair) == 1:
+        pair, known[0] = [0, low], 0.0
     else:                      # ... or from the two smallest that do not
       pair = sorted(b for b in known if b >= high)[:2]
     if len(pair) < 2 or known[pair[1]] <= known[pair[0]]:
@@ -406,7 +412,8 @@ def largest_fitting(memory_of: Callable[[int], float | None], start: int,
     bisect = not bisect and width is not None and high - low > width // 2
     guess = None if bisect else secant()
     if high is None:
-      # The line says `low` is the largest: check low + 1; without a line, double.
+      # The line says `low` is the largest: check low + 1; where two batches that fit
+      # need the same memory (padded layouts), the line is flat: double.
       candidate = 2 * low if guess is None else min(max(guess, low + 1), 8 * low)
     else:
       candidate = (low + high) // 2 if guess is None else min(max(guess, low + 1), high - 1)

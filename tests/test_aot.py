@@ -156,11 +156,16 @@ def test_collectives_parsed_from_hlo_text():
 
 def test_largest_fitting_batch():
   # Affine memory 100 + 30 b under 1,000: b = 30 is the largest (1,000), 31 needs 1,030.
-  # From 4 (220) and 8 (340) the secant reaches 1,000 at 4 + (1000 - 220) / 30 = 30.
+  # From 4 (220) the line through the origin reaches 1,000 at 4 * 1000 / 220 = 18.2; from
+  # 4 and 18 (640) the secant reaches it at 18 + (1000 - 640) / 30 = 30; 31 closes it.
   calls = []
   memory = lambda b: calls.append(b) or 100 + 30 * b
   assert scaling.largest_fitting(memory, 4, 1000)[0] == 30
-  assert calls == [4, 8, 30, 31]
+  assert calls == [4, 18, 30, 31]
+  # A start just under the limit: 28 (940) -> 29 (the origin line), then 30 and 31.
+  calls.clear()
+  assert scaling.largest_fitting(memory, 28, 1000)[0] == 30
+  assert calls == [28, 29, 30, 31]
   # From above: 64 does not fit; 32 (1,060) neither; the secant gives 30.
   assert scaling.largest_fitting(lambda b: 100 + 30 * b, 64, 1000)[0] == 30
   # Memory padded to multiples of 8 examples: 24 (820) fits, 25 is padded to 32 (1,060).
