@@ -59,6 +59,11 @@ def _steps(workdir) -> list[int]:
   return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
 
 
+def _tail(log) -> str:
+  log.seek(0)
+  return log.read()[-3000:]
+
+
 def _leaves(tree) -> list[np.ndarray]:
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
@@ -75,27 +80,35 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
              *TINY_IMAGE_OVERRIDES, "--config.num_epochs=2", "--config.batch_size=16",
              "--config.optimizer.accumulate_steps=2", "--config.ema.decay=0.8",
              "--config.checkpoint_every_steps=1000", "--config.eval_every_epochs=10"]
-  reference = str(tmp_path / "reference")
-  result = subprocess.run([*command, f"--workdir={reference}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-
-  resumed = str(tmp_path / "resumed")
+  # The reference run and the run stopped by SIGTERM run side by side, then the resume and
+  # the reference's eval-only: each pair shares the start-up, and the states compared
+  # below are bitwise equal whatever else runs beside them.
+  reference, resumed = str(tmp_path / "reference"), str(tmp_path / "resumed")
+  logs = [open(tmp_path / f"{name}.log", "w+") for name in ("reference", "eval_only")]
+  full = subprocess.Popen([*command, f"--workdir={reference}"], cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=logs[0])
   process = subprocess.Popen([*command, f"--workdir={resumed}"], cwd=REPO, env=env,
                              stderr=subprocess.PIPE, text=True)
   for line in process.stderr:  # Wait until the loop (and its SIGTERM handler) runs.
     if "Training " in line:
       break
-  time.sleep(2.0)
+  time.sleep(2.0)  # A SIGTERM before the first step ends stops after it (step >= 1).
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=300)
   assert process.returncode == 143, stderr[-3000:]
   assert "Rerun the same command to resume" in stderr
+  assert full.wait(timeout=600) == 0, _tail(logs[0])
   final_step = _steps(reference)[-1]
   assert 0 < _steps(resumed)[-1] < final_step
+  with open(os.path.join(reference, "final_metrics.json")) as f:
+    trained = json.load(f)
+  evaluate = subprocess.Popen([*command, f"--workdir={reference}", "--config.eval_only=True",
+                               "--config.eval_ema=True"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=logs[1])
   result = subprocess.run([*command, f"--workdir={resumed}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
+  assert evaluate.wait(timeout=600) == 0, _tail(logs[1])
 
   a, b = _state(reference, final_step), _state(resumed, final_step)
   (table,) = _leaves(b["objective"])
@@ -111,19 +124,12 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
              if np.issubdtype(np.asarray(raw[k]).dtype, np.floating))
   np.testing.assert_array_equal(np.load(os.path.join(reference, "ema_targets.npy")),
                                 np.load(os.path.join(resumed, "ema_targets.npy")))
-  for workdir in (reference, resumed):
-    with open(os.path.join(workdir, "final_metrics.json")) as f:
-      metrics = json.load(f)
+  for metrics in (trained, json.load(open(os.path.join(resumed, "final_metrics.json")))):
     assert metrics["top_k"]["k"] == 2 and metrics["top_k"]["accuracy"] >= metrics["war"]
+  for workdir in (reference, resumed):
     assert os.path.exists(os.path.join(workdir, "top_k.json"))
 
   # Eval-only on the EMA weights reproduces the EMA metrics of training.
-  with open(os.path.join(reference, "final_metrics.json")) as f:
-    trained = json.load(f)
-  result = subprocess.run([*command, f"--workdir={reference}", "--config.eval_only=True",
-                           "--config.eval_ema=True"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(reference, "final_metrics.json")) as f:
     evaluated = json.load(f)
   assert "ema" not in evaluated
