@@ -128,8 +128,9 @@ def test_sigint_sigkill_and_a_concurrent_run_lose_nothing(tfds_data_dir, tmp_pat
   run.process.kill()
   run.finish()
   killed_with = checkpointing.saved_steps(os.path.join(workdir, "checkpoints"))[-1]
-  time.sleep(5.0)
-  orphans = [pid for pid in children if _running(pid)]
+  deadline = time.monotonic() + 5.0  # The children get 5 s to notice and exit.
+  while (orphans := [pid for pid in children if _running(pid)]) and time.monotonic() < deadline:
+    time.sleep(0.2)
   for pid in orphans:  # Do not leave them to the rest of the test session.
     os.kill(pid, signal.SIGKILL)
 
