@@ -59,7 +59,7 @@ def main(argv: list[str]) -> None:
                   command=" ".join(["python -m ferjax.aot", *sys.argv[1:]]))
     if _MAX_BATCH.value:
       report["max_batch"] = scaling.find_max_batch(config, target, num_train, _HEADROOM.value,
-                                                   report["train"]["memory"]["total"])
+                                                   report["train"])
   except (errors.UserError, ValueError) as e:
     errors.exit_with(str(e).splitlines()[0])
   print(scaling.format_report(report))

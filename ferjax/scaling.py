@@ -420,33 +420,43 @@ def largest_fitting(memory_of: Callable[[int], float | None], start: int,
 
 
 def find_max_batch(config: ml_collections.ConfigDict, target: Target, num_train: int,
-                   headroom: float, train_bytes: float | None = None) -> dict:
+                   headroom: float, train: dict | None = None) -> dict:
   """The largest per-device batch whose train step fits in HBM (`largest_fitting` over
-  compiles of the train step alone, from the config's per-device batch). `train_bytes`:
-  the train step's memory at the config's batch where already compiled (`report_for`)."""
+  compiles of the train step alone, from the config's per-device batch), with each trial's
+  memory (MiB) and compiled GFLOP per example: near the HBM limit the TPU compiler
+  rematerializes activations, so memory flattens while the FLOPs per example rise.
+  `train`: `report_for`'s train part at the config's batch, where already compiled."""
   devices = len(target.devices)
+  flops: dict[int, float | None] = {}
 
   def memory_of(per_device: int) -> float | None:
-    if per_device * devices == config.batch_size and train_bytes is not None:
-      return train_bytes
+    if per_device * devices == config.batch_size and train is not None:
+      compiled_flops = train["cost"]["source"] == "compiled"
+      flops[per_device] = train["cost"]["flops"] if compiled_flops else None
+      return train["memory"]["total"]
     trial = config.copy_and_resolve_references()
     trial.batch_size = per_device * devices
     mesh = _mesh(trial, target)
     train_step, _, state = build_steps(trial, mesh, num_train)
     batch = abstract_batch(trial, trial.batch_size, sharding.batch_sharding(mesh))
     try:
-      total = _memory(train_step.lower(state, batch).compile())["total"]
+      compiled = train_step.lower(state, batch).compile()
     except jax.errors.JaxRuntimeError as e:  # e.g. RESOURCE_EXHAUSTED at compile time
       logging.info("batch %d per device: %s", per_device, str(e).splitlines()[0])
       return None
-    logging.info("batch %d per device: train step %.1f MiB", per_device, total / 2**20)
+    total, cost = _memory(compiled)["total"], compiled.cost_analysis()
+    flops[per_device] = float(cost.get("flops", 0)) if cost else None  # None: GPU targets
+    logging.info("batch %d per device: train step %.1f MiB, %s GFLOP", per_device,
+                 total / 2**20, "?" if cost is None else f"{flops[per_device] / 1e9:.1f}")
     return total
 
   usable = (1 - headroom) * target.peak.hbm_bytes
   low, trials = largest_fitting(memory_of, config.batch_size // devices, usable)
   return {"max_batch_per_device": low,
           "trials": {str(b): None if m is None else round(m / 2**20, 1)
-                     for b, m in sorted(trials.items())}}
+                     for b, m in sorted(trials.items())},
+          "gflop_per_example": {str(b): round(f / b / 1e9, 2)
+                                for b, f in sorted(flops.items()) if f}}
 
 
 def _mib(value: float) -> str:
@@ -495,6 +505,12 @@ def format_report(report: dict) -> str:
                  f"all, {dtypes}: BatchNorm statistics and parameters, metrics) spanning "
                  f"(hosts, slices) {spans}")
   if "max_batch" in report:
-    lines.append(f"largest per-device batch that fits: {report['max_batch']['max_batch_per_device']}"
-                 f" (train step MiB per trial batch: {report['max_batch']['trials']})")
+    search = report["max_batch"]
+    trials = ", ".join(
+        f"{b}: " + ("refused" if m is None else f"{m} MiB")
+        + (f" {search['gflop_per_example'][b]} GFLOP/example"
+                           if b in search["gflop_per_example"] else "")
+        for b, m in search["trials"].items())
+    lines.append(f"largest per-device batch that fits: {search['max_batch_per_device']} "
+                 f"(train step per trial batch: {trials})")
   return "\n".join(lines)
