@@ -165,19 +165,32 @@ def _promote_norm(args: tuple, *, dtype: Any) -> tuple:
           *(None if p is None else rounded(p, dtype) for p in (scale, bias)))
 
 
-class Conv(nnx.Conv):
-  """`nnx.Conv` (same arguments, parameters `kernel` and `bias`) whose parameter gradients
-  are float32 when it computes in another dtype (module doc); `conv_general_dilated` is the
-  inner op. Output in `dtype`, with `nnx.Conv`'s roundings (bitwise equal op by op)."""
+class _Mixed:
+  """Mixin of the layers below: sets `self.mixed` (float32 parameter gradients, module
+  doc) and passes Flax the hook arguments `self._hooks(kwargs)` returns, having taken
+  its own arguments out of the constructor's keyword arguments."""
+
+  _hooks: Callable[[dict[str, Any]], dict[str, Any]]
 
   def __init__(self, *args: Any, dtype: Any = None, param_dtype: Any = jnp.float32,
-               conv_general_dilated: Callable[..., jax.Array] = lax.conv_general_dilated,
                **kwargs: Any):
     self.mixed = param_dtype_gradients(dtype, param_dtype)
-    hooks = (dict(conv_general_dilated=_KernelOp(conv_general_dilated),
-                  promote_dtype=_promote_inputs) if self.mixed
-             else dict(conv_general_dilated=conv_general_dilated))
+    hooks = self._hooks(kwargs)
     super().__init__(*args, dtype=dtype, param_dtype=param_dtype, **hooks, **kwargs)
+
+
+class _KernelLayer(_Mixed):
+  """Conv / Linear: their inner op (the Flax argument named `_op_name`) runs through
+  `_KernelOp`, and `_promote_inputs` leaves the kernel in the parameter dtype."""
+
+  _op_name: str
+  _default_op: Callable[..., jax.Array]
+
+  def _hooks(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    op = kwargs.pop(self._op_name, self._default_op)
+    if not self.mixed:
+      return {self._op_name: op}
+    return {self._op_name: _KernelOp(op), "promote_dtype": _promote_inputs}
 
   def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
     y = super().__call__(inputs, out_sharding)
@@ -185,31 +198,33 @@ class Conv(nnx.Conv):
     return y.astype(self.dtype) if self.mixed else y
 
 
-class Linear(nnx.Linear):
+class Conv(_KernelLayer, nnx.Conv):
+  """`nnx.Conv` (same arguments, parameters `kernel` and `bias`) whose parameter gradients
+  are float32 when it computes in another dtype (module doc); `conv_general_dilated` is the
+  inner op. Output in `dtype`, with `nnx.Conv`'s roundings (bitwise equal op by op)."""
+
+  _op_name = "conv_general_dilated"
+  _default_op = staticmethod(lax.conv_general_dilated)
+
+
+class Linear(_KernelLayer, nnx.Linear):
   """`nnx.Linear` (same arguments and parameters) with float32 parameter gradients when
   it computes in another dtype, as `Conv`; `dot_general` is the inner op."""
 
-  def __init__(self, *args: Any, dtype: Any = None, param_dtype: Any = jnp.float32,
-               dot_general: Callable[..., jax.Array] = lax.dot_general, **kwargs: Any):
-    self.mixed = param_dtype_gradients(dtype, param_dtype)
-    hooks = (dict(dot_general=_KernelOp(dot_general), promote_dtype=_promote_inputs)
-             if self.mixed else dict(dot_general=dot_general))
-    super().__init__(*args, dtype=dtype, param_dtype=param_dtype, **hooks, **kwargs)
-
-  def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
-    y = super().__call__(inputs, out_sharding)
-    return y.astype(self.dtype) if self.mixed else y
+  _op_name = "dot_general"
+  _default_op = staticmethod(lax.dot_general)
 
 
-class BatchNorm(nnx.BatchNorm):
+class _NormLayer(_Mixed):
+  """BatchNorm / LayerNorm: `_promote_norm` keeps scale and bias float32."""
+
+  def _hooks(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"promote_dtype": _promote_norm} if self.mixed else {}
+
+
+class BatchNorm(_NormLayer, nnx.BatchNorm):
   """`nnx.BatchNorm` (same arguments and variables) whose scale and bias gradients are
   float32 when it computes in another dtype (`_promote_norm`); same outputs."""
-
-  def __init__(self, *args: Any, dtype: Any = None, param_dtype: Any = jnp.float32,
-               **kwargs: Any):
-    self.mixed = param_dtype_gradients(dtype, param_dtype)
-    hooks = dict(promote_dtype=_promote_norm) if self.mixed else {}
-    super().__init__(*args, dtype=dtype, param_dtype=param_dtype, **hooks, **kwargs)
 
   def __call__(self, x: jax.Array, use_running_average: bool | None = None, *,
                mask: jax.Array | None = None) -> jax.Array:
@@ -223,12 +238,6 @@ class BatchNorm(nnx.BatchNorm):
       _RUNNING_AVERAGE.reset(token)
 
 
-class LayerNorm(nnx.LayerNorm):
+class LayerNorm(_NormLayer, nnx.LayerNorm):
   """`nnx.LayerNorm` (same arguments and parameters) whose scale and bias gradients are
   float32 when it computes in another dtype (`_promote_norm`); same outputs."""
-
-  def __init__(self, *args: Any, dtype: Any = None, param_dtype: Any = jnp.float32,
-               **kwargs: Any):
-    self.mixed = param_dtype_gradients(dtype, param_dtype)
-    hooks = dict(promote_dtype=_promote_norm) if self.mixed else {}
-    super().__init__(*args, dtype=dtype, param_dtype=param_dtype, **hooks, **kwargs)
