@@ -423,16 +423,17 @@ def find_max_batch(config: ml_collections.ConfigDict, target: Target, num_train:
                    headroom: float, train: dict | None = None) -> dict:
   """The largest per-device batch whose train step fits in HBM (`largest_fitting` over
   compiles of the train step alone, from the config's per-device batch), with each trial's
-  memory (MiB) and compiled GFLOP per example: near the HBM limit the TPU compiler
-  rematerializes activations, so memory flattens while the FLOPs per example rise.
-  `train`: `report_for`'s train part at the config's batch, where already compiled."""
+  memory (MiB) and compiled GFLOP per example: near the HBM limit memory stops being
+  affine in the batch, and the FLOPs per example tell a changed schedule (the same FLOPs)
+  from recomputation (more). `train`: `report_for`'s train part at the config's batch,
+  where already compiled."""
   devices = len(target.devices)
   flops: dict[int, float | None] = {}
 
   def memory_of(per_device: int) -> float | None:
     if per_device * devices == config.batch_size and train is not None:
-      compiled_flops = train["cost"]["source"] == "compiled"
-      flops[per_device] = train["cost"]["flops"] if compiled_flops else None
+      cost = train["cost"]
+      flops[per_device] = cost["flops"] if cost["source"] == "compiled" else None
       return train["memory"]["total"]
     trial = config.copy_and_resolve_references()
     trial.batch_size = per_device * devices
@@ -505,12 +506,12 @@ def format_report(report: dict) -> str:
                  f"all, {dtypes}: BatchNorm statistics and parameters, metrics) spanning "
                  f"(hosts, slices) {spans}")
   if "max_batch" in report:
-    search = report["max_batch"]
-    trials = ", ".join(
-        f"{b}: " + ("refused" if m is None else f"{m} MiB")
-        + (f" {search['gflop_per_example'][b]} GFLOP/example"
-                           if b in search["gflop_per_example"] else "")
-        for b, m in search["trials"].items())
+    search, trials = report["max_batch"], []
+    for b, mib in search["trials"].items():
+      trial = f"{b}: " + ("refused" if mib is None else f"{mib} MiB")
+      if b in search["gflop_per_example"]:
+        trial += f" {search['gflop_per_example'][b]} GFLOP/example"
+      trials.append(trial)
     lines.append(f"largest per-device batch that fits: {search['max_batch_per_device']} "
-                 f"(train step per trial batch: {trials})")
+                 f"(train step per trial batch: {', '.join(trials)})")
   return "\n".join(lines)

@@ -59,6 +59,11 @@ def _steps(workdir) -> list[int]:
   return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
 
 
+def _final_metrics(workdir) -> dict:
+  with open(os.path.join(workdir, "final_metrics.json")) as f:
+    return json.load(f)
+
+
 def _tail(log) -> str:
   log.seek(0)
   return log.read()[-3000:]
@@ -100,8 +105,7 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
   assert full.wait(timeout=600) == 0, _tail(logs[0])
   final_step = _steps(reference)[-1]
   assert 0 < _steps(resumed)[-1] < final_step
-  with open(os.path.join(reference, "final_metrics.json")) as f:
-    trained = json.load(f)
+  trained = _final_metrics(reference)
   evaluate = subprocess.Popen([*command, f"--workdir={reference}", "--config.eval_only=True",
                                "--config.eval_ema=True"], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=logs[1])
@@ -109,6 +113,8 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert evaluate.wait(timeout=600) == 0, _tail(logs[1])
+  for log in logs:
+    log.close()
 
   a, b = _state(reference, final_step), _state(resumed, final_step)
   (table,) = _leaves(b["objective"])
@@ -124,14 +130,13 @@ def test_plugin_method_trains_resumes_bitwise_and_reports(tfds_data_dir, tmp_pat
              if np.issubdtype(np.asarray(raw[k]).dtype, np.floating))
   np.testing.assert_array_equal(np.load(os.path.join(reference, "ema_targets.npy")),
                                 np.load(os.path.join(resumed, "ema_targets.npy")))
-  for metrics in (trained, json.load(open(os.path.join(resumed, "final_metrics.json")))):
+  for metrics in (trained, _final_metrics(resumed)):
     assert metrics["top_k"]["k"] == 2 and metrics["top_k"]["accuracy"] >= metrics["war"]
   for workdir in (reference, resumed):
     assert os.path.exists(os.path.join(workdir, "top_k.json"))
 
   # Eval-only on the EMA weights reproduces the EMA metrics of training.
-  with open(os.path.join(reference, "final_metrics.json")) as f:
-    evaluated = json.load(f)
+  evaluated = _final_metrics(reference)
   assert "ema" not in evaluated
   for key in ("war", "uar", "per_class", "confusion_matrix", "num_examples"):
     assert evaluated[key] == trained["ema"][key], key
